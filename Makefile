@@ -1,0 +1,35 @@
+# `make test` works on a fresh clone: it creates .venv, installs under constraints.txt, runs ruff and pytest.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: test lint constraints bench clean
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --constraint constraints.txt --editable ".[test]"
+	touch $@
+
+# Re-resolve the newest versions into constraints.txt (on purpose, then commit it).
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/pip install --quiet --upgrade pip
+	.venv-constraints/bin/pip install --quiet --editable ".[test]"
+	.venv-constraints/bin/pip freeze --exclude-editable | grep -v '^airflow-smx' > constraints.txt
+	rm -rf .venv-constraints
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/split.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,7 @@
+"""``python -m airflow_smx``: the same as the ``airflow-smx`` command."""
+
+import sys
+
+from airflow_smx.cli import main
+
+sys.exit(main())

@@ -1,0 +1,324 @@
+"""Reading newline-delimited records in blocks, and extracting labels and groups.
+
+A record is one non-blank line. Records are never re-serialized: the writer receives the
+exact bytes of each line (without its ``\\n``). Labels and groups become small integer codes
+(4 bytes a record) numbered in the sorted order of their values, so the codes sort exactly
+as the values would in numpy and scikit-learn.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import re
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import IO, Any, Union
+
+import msgspec
+import numpy as np
+
+from airflow_smx import storage
+from airflow_smx.request import format_from_name
+
+CHUNK = 8 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+_BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r\f\v]*(?:\n|$)")
+
+
+class SplitError(ValueError):
+    """The input or the request cannot be split; the message names the line or the numbers."""
+
+
+@dataclass
+class Chunk:
+    """Consecutive records of the input: their bytes and where they came from."""
+
+    records: list[bytes]
+    first_line: int  # 1-based line number of the chunk's first line
+    kept: list[int] | None  # 0-based offsets of the records among the chunk's lines; None: all lines kept
+
+    def line_number(self, index: int) -> int:
+        return self.first_line + (index if self.kept is None else self.kept[index])
+
+
+class HashingReader:
+    """Counts and hashes the bytes read from a stream, as stored (compressed or not)."""
+
+    def __init__(self, stream: IO[bytes]):
+        self.stream = stream
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+
+class InputFile:
+    """One pass over the input's records, gzip or not, hashing the stored bytes on the way."""
+
+    def __init__(self, uri: str, compression: str = "auto", storage_options: dict[str, Any] | None = None):
+        self.uri = uri
+        self.fs, self.path = storage.filesystem(uri, storage_options)
+        if not self.fs.exists(self.path) or self.fs.isdir(self.path):
+            raise SplitError(f"input.uri: no such file: {uri}")
+        if compression == "auto":
+            compression = "gzip" if self.fs.cat_file(self.path, start=0, end=2) == GZIP_MAGIC else "none"
+        self.compression = compression
+
+    def chunks(self) -> Iterator[Chunk]:
+        with storage.open_read(self.fs, self.path) as raw:
+            self.reader = HashingReader(raw)
+            stream = gzip.GzipFile(fileobj=self.reader, mode="rb") if self.compression == "gzip" else self.reader
+            try:
+                yield from _chunks(stream)
+            except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+                raise SplitError(f"input.uri: cannot read {self.uri} as {self.compression}: {error}") from None
+
+
+def _chunks(stream: IO[bytes] | HashingReader) -> Iterator[Chunk]:
+    tail = b""
+    line = 1
+    while True:
+        block = stream.read(CHUNK)
+        if not block:
+            break
+        text = tail + block
+        lines = text.split(b"\n")
+        tail = lines.pop()
+        yield _chunk(text[: len(text) - len(tail)], lines, line)
+        line += len(lines)
+    if tail:
+        yield _chunk(tail, [tail], line)
+
+
+def _chunk(text: bytes, lines: list[bytes], first_line: int) -> Chunk:
+    # A regex scan in C looks for blank lines; only then is the list filtered line by line.
+    body = text[:-1] if text.endswith(b"\n") else text
+    if _BLANK_LINE.search(body) is None:
+        return Chunk(lines, first_line, None)
+    kept = [i for i, line in enumerate(lines) if line.strip()]
+    return Chunk([lines[i] for i in kept], first_line, kept)
+
+
+def detect_format(uri: str, first_record: bytes | None) -> str:
+    """csv or jsonl: from the extension (ignoring .gz), else from the first record."""
+    named = format_from_name(uri)
+    if named:
+        return named
+    return "jsonl" if first_record is not None and first_record.lstrip().startswith(b"{") else "csv"
+
+
+class Coder:
+    """Numbers the distinct values of one field, then renumbers them in sorted value order."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.codes: dict[Any, int] = {}
+        self.array = array("i")
+
+    def add(self, values: Sequence[Any]) -> None:
+        codes = self.codes
+        self.array.extend(codes[v] if v in codes else codes.setdefault(v, len(codes)) for v in values)
+
+    def finish(self, parse: Callable[[Any], Any] = lambda v: v) -> tuple[np.ndarray, list[Any]]:
+        """The codes as a numpy array, and the values in code order (sorted)."""
+        raw = list(self.codes)
+        values = [parse(v) for v in raw] if raw else []
+        order = sorted(range(len(raw)), key=lambda i: _sort_key(values[i]))
+        rank = np.empty(len(raw), dtype=np.int32)
+        rank[order] = np.arange(len(raw), dtype=np.int32)
+        codes = rank[np.frombuffer(self.array, dtype=np.int32)] if raw else np.zeros(0, dtype=np.int32)
+        return codes, [values[i] for i in order]
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    # numbers before strings, as numpy would refuse to compare them at all
+    return (0, value) if isinstance(value, int | float) else (1, str(value))
+
+
+# ---- JSON Lines ---------------------------------------------------------------------------
+
+_Value = Union[str, int, float, bool, None, msgspec.UnsetType]  # noqa: UP007 (msgspec needs a typing.Union)
+
+
+def _struct_for(paths: Sequence[str], name: str = "Record") -> type:
+    """A msgspec Struct that decodes only the (dotted) keys asked for and skips the rest."""
+    tree: dict[str, Any] = {}
+    for path in paths:
+        node = tree
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = None
+    return _struct_from_tree(tree, name)
+
+
+def _struct_from_tree(tree: dict[str, Any], name: str) -> type:
+    fields = []
+    for i, (key, sub) in enumerate(tree.items()):
+        kind = _Value if sub is None else Union[_struct_from_tree(sub, f"{name}_{i}"), None, msgspec.UnsetType]  # noqa: UP007
+        fields.append((f"f{i}", kind, msgspec.field(name=key, default=msgspec.UNSET)))
+    return msgspec.defstruct(name, fields)
+
+
+def _getter_for(path: str, paths: Sequence[str]) -> Callable[[Any], Any]:
+    """Read a dotted path off a decoded record; a missing level reads as UNSET."""
+    tree: dict[str, Any] = {}
+    for p in paths:
+        node = tree
+        for key in p.split("."):
+            node = node.setdefault(key, {})
+    attributes, node = [], tree
+    for key in path.split("."):
+        attributes.append(f"f{list(node).index(key)}")
+        node = node[key]
+    if len(attributes) == 1:
+        return attrgetter(attributes[0])
+
+    def get(record: Any) -> Any:
+        for attribute in attributes:
+            if record is None or record is msgspec.UNSET:
+                return msgspec.UNSET
+            record = getattr(record, attribute)
+        return record
+
+    return get
+
+
+class JsonFieldReader:
+    """Extracts label and group values from JSON Lines records (msgspec: about 1 us a record)."""
+
+    def __init__(self, fields: dict[str, str]):
+        self.fields = fields  # role ("label", "group") -> dotted key
+        paths = list(dict.fromkeys(fields.values()))
+        self.decoder = msgspec.json.Decoder(_struct_for(paths))
+        self.getters = {role: _getter_for(path, paths) for role, path in fields.items()}
+
+    def read(self, chunk: Chunk) -> dict[str, list[Any]]:
+        try:
+            decoded = list(map(self.decoder.decode, chunk.records))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            decoded = [self._decode_one(chunk, i) for i in range(len(chunk.records))]
+        values = {}
+        for role, get in self.getters.items():
+            column = list(map(get, decoded))
+            if msgspec.UNSET in column or None in column:
+                index = next(i for i, v in enumerate(column) if v is msgspec.UNSET or v is None)
+                raise SplitError(f"line {chunk.line_number(index)}: {role} {self.fields[role]!r} is missing or null")
+            values[role] = column
+        return values
+
+    def _decode_one(self, chunk: Chunk, index: int) -> Any:
+        try:
+            return self.decoder.decode(chunk.records[index])
+        except msgspec.ValidationError as error:
+            raise SplitError(f"line {chunk.line_number(index)}: {_field_message(error, self.fields)}") from None
+        except msgspec.DecodeError as error:
+            raise SplitError(f"line {chunk.line_number(index)}: malformed JSON ({error})") from None
+
+
+def _field_message(error: msgspec.ValidationError, fields: dict[str, str]) -> str:
+    text = str(error)
+    if "Expected `object`" in text and "at `$`" in text:
+        return "a JSON Lines record must be a JSON object"
+    names = " / ".join(f"{role} {path!r}" for role, path in fields.items())
+    return f"{names} must be a string, number, boolean or nested object on the path ({text})"
+
+
+# ---- CSV ----------------------------------------------------------------------------------
+
+
+class CsvFieldReader:
+    """Extracts label and group columns from CSV records with the csv module (C parser)."""
+
+    def __init__(self, columns: dict[str, int], names: dict[str, str | int]):
+        self.columns = columns  # role -> 0-based column index
+        self.names = names  # role -> what the user called it, for messages
+        self.width = max(columns.values()) + 1 if columns else 0
+
+    def read(self, chunk: Chunk) -> dict[str, list[Any]]:
+        texts = [_decode(chunk, i) for i in range(len(chunk.records))]
+        try:
+            rows = list(csv.reader(texts, strict=True))
+        except csv.Error as error:
+            raise SplitError(self._locate(chunk, texts, str(error))) from None
+        if len(rows) != len(texts):
+            raise SplitError(self._locate(chunk, texts, "a quoted field spans lines"))
+        short = [i for i, row in enumerate(rows) if len(row) < self.width]
+        if short:
+            index = short[0]
+            role = next(r for r, c in self.columns.items() if c >= len(rows[index]))
+            raise SplitError(
+                f"line {chunk.line_number(index)}: {role} column {self.names[role]!r} is missing "
+                f"(the record has {len(rows[index])} columns)"
+            )
+        return {role: [row[column] for row in rows] for role, column in self.columns.items()}
+
+    @staticmethod
+    def _locate(chunk: Chunk, texts: list[str], reason: str) -> str:
+        for i, text in enumerate(texts):
+            try:
+                if len(list(csv.reader([text], strict=True))) != 1:
+                    break
+            except csv.Error as error:
+                return f"line {chunk.line_number(i)}: malformed CSV ({error})"
+        else:
+            i = 0
+        return f"line {chunk.line_number(i)}: malformed CSV ({reason}); records must be one per line"
+
+
+def _decode(chunk: Chunk, index: int) -> str:
+    try:
+        return chunk.records[index].decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SplitError(f"line {chunk.line_number(index)}: not UTF-8 text ({error.reason})") from None
+
+
+def resolve_columns(header: bytes | None, fields: dict[str, str | int]) -> dict[str, int]:
+    """Map label/group (header names or indexes) to 0-based column indexes."""
+    names: list[str] = []
+    if header is not None:
+        names = next(csv.reader([header.decode("utf-8", errors="replace").rstrip("\r")]), [])
+    columns = {}
+    for role, key in fields.items():
+        if isinstance(key, int) or (isinstance(key, str) and key.isdigit() and key not in names):
+            columns[role] = int(key)
+        elif key in names:
+            columns[role] = names.index(key)
+        else:
+            where = f"header columns are {names}" if header is not None else "the CSV has no header (csv_header)"
+            raise SplitError(f"input.{role}: column {key!r} not found: {where}")
+    return columns
+
+
+def parse_csv_value(values: list[str]) -> Callable[[str], Any]:
+    """CSV cells are text; read a column as numbers when every value is one (as pandas does)."""
+    for kind in (int, float):
+        try:
+            for value in values:
+                kind(value)
+        except ValueError:
+            continue
+        return kind
+    return str
+
+
+@dataclass
+class Scan:
+    """What the first pass learned: record count, input identity, label and group codes."""
+
+    format: str
+    compression: str = "none"
+    n_records: int = 0
+    bytes: int = 0
+    sha256: str = ""
+    header: bytes | None = None
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
+    values: dict[str, list[Any]] = field(default_factory=dict)

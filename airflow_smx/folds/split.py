@@ -1,0 +1,283 @@
+"""The split: scan the input once, assign folds, write every record once, then the plan.
+
+Every check runs in the first pass, before anything is written. Writing goes into the run's
+own ``folds`` folder; if anything fails there, the folder is removed again, so a failed split
+leaves no part, manifest or plan behind. ``plan.json`` is written last: its presence means
+the split is complete, and a retried split with the same input and settings returns it as is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+from collections.abc import Iterator
+from operator import itemgetter
+from typing import IO, Any
+
+import numpy as np
+
+from airflow_smx import storage
+from airflow_smx.folds.assign import HOLDOUT, Assignment, assign_folds
+from airflow_smx.folds.plan import Fold, FoldPlan
+from airflow_smx.folds.records import (
+    Chunk,
+    Coder,
+    CsvFieldReader,
+    InputFile,
+    JsonFieldReader,
+    Scan,
+    SplitError,
+    detect_format,
+    parse_csv_value,
+    resolve_columns,
+)
+from airflow_smx.request import CVSpec, InputSpec
+
+log = logging.getLogger(__name__)
+
+PLAN = "plan.json"
+
+
+class Records:
+    """The input's records, chunk by chunk, with a CSV header line set apart."""
+
+    def __init__(self, source: InputFile, csv_header: bool):
+        self.source = source
+        self.csv_header = csv_header
+        self.header: bytes | None = None
+
+    def __iter__(self) -> Iterator[Chunk]:
+        waiting_for_header = self.csv_header
+        for chunk in self.source.chunks():
+            if waiting_for_header and chunk.records:
+                self.header = chunk.records[0]
+                kept = chunk.kept if chunk.kept is not None else list(range(len(chunk.records)))
+                chunk = Chunk(chunk.records[1:], chunk.first_line, kept[1:])
+                waiting_for_header = False
+            if chunk.records:
+                yield chunk
+
+
+def scan(source: InputFile, spec: InputSpec) -> Scan:
+    """First pass: count records, hash the input, extract label and group codes."""
+    fields = {role: key for role, key in (("label", spec.label), ("group", spec.group)) if key is not None}
+    records = Records(source, spec.csv_header and spec.format != "jsonl")
+    result = Scan(format=spec.format)
+    coders = {role: Coder(role) for role in fields}
+    reader: JsonFieldReader | CsvFieldReader | None = None
+    for chunk in records:
+        if reader is None:
+            result.format = spec.format if spec.format != "auto" else detect_format(source.uri, chunk.records[0])
+            reader = _field_reader(result.format, fields, records.header)
+        for role, values in reader.read(chunk).items():
+            coders[role].add(values)
+        result.n_records += len(chunk.records)
+        if result.n_records % 1_000_000 < len(chunk.records):
+            log.info("scanned %d records", result.n_records)
+    result.header, result.compression = records.header, source.compression
+    result.bytes, result.sha256 = source.reader.size, source.reader.digest.hexdigest()
+    if result.n_records == 0:
+        raise SplitError(f"input.uri: {source.uri} holds no records (empty, or only blank lines)")
+    for role, coder in coders.items():
+        parse = parse_csv_value(list(coder.codes)) if result.format == "csv" else (lambda v: v)
+        result.codes[role], result.values[role] = coder.finish(parse)
+    return result
+
+
+def _field_reader(fmt: str, fields: dict[str, Any], header: bytes | None) -> JsonFieldReader | CsvFieldReader:
+    if fmt == "jsonl":
+        wrong = {role: key for role, key in fields.items() if not isinstance(key, str)}
+        if wrong:
+            role = next(iter(wrong))
+            raise SplitError(f"input.{role}: JSON Lines records are read by key, not by column index {wrong[role]}")
+        return JsonFieldReader(fields)
+    return CsvFieldReader(resolve_columns(header, fields), fields)
+
+
+def split_dataset(
+    spec: InputSpec,
+    cv: CVSpec,
+    folds_uri: str,
+    *,
+    assemble_train: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> FoldPlan:
+    """Split ``spec``'s input into folds under ``folds_uri`` and return the plan.
+
+    :param spec: the input dataset and how to read it
+    :param cv: strategy, folds, repeats, seed and hold-out
+    :param folds_uri: the run's folds folder, ``{output_uri}/{cv_run_id}/folds``
+    :param assemble_train: also write each fold's train records as one file (for channels
+        that need a single object: ``AugmentedManifestFile``, ``S3Prefix``)
+    :param storage_options: fsspec options for both input and output (credentials, endpoint)
+    :raises SplitError: naming the line or the numbers that make the split impossible
+    """
+    source = InputFile(spec.uri, spec.compression, storage_options)
+    found = scan(source, spec)
+    label_codes, group_codes = found.codes.get("label"), found.codes.get("group")
+    assignment = assign_folds(cv, found.n_records, label_codes, group_codes, found.values.get("label"))
+    plan = _plan(spec, cv, folds_uri, found, assignment, assemble_train)
+    fs, folds_path = storage.filesystem(folds_uri, storage_options)
+    if _already_split(fs, folds_path, plan):
+        log.info("%s already holds this split; reusing it", folds_uri)
+        return plan
+    storage.remove(fs, [folds_path])  # an earlier, interrupted attempt at this same run
+    try:
+        _write(fs, folds_path, source, spec, found, assignment, plan)
+    except BaseException:
+        storage.remove(fs, [folds_path])
+        raise
+    return plan
+
+
+def _already_split(fs: Any, folds_path: str, plan: FoldPlan) -> bool:
+    path = posixpath.join(folds_path, PLAN)
+    if not fs.exists(path):
+        return False
+    try:
+        return FoldPlan.from_json(storage.read_json(fs, path)).identity() == plan.identity()
+    except (ValueError, TypeError, KeyError):
+        return False
+
+
+def _write(
+    fs: Any, folds_path: str, source: InputFile, spec: InputSpec, found: Scan, assignment: Assignment, plan: FoldPlan
+) -> None:
+    for repeat in range(assignment.n_repeats):
+        targets = {f.index - repeat * plan.n_splits: f.validation for f in plan.folds if f.repeat == repeat}
+        if repeat == 0 and plan.holdout:
+            targets[HOLDOUT] = plan.holdout
+        _write_parts(fs, source, spec, found, assignment.folds[repeat], targets)
+        log.info("wrote the parts of repeat %d of %d", repeat + 1, assignment.n_repeats)
+    for fold in plan.folds:
+        manifest = [{"prefix": plan.prefix + "/"}, *(storage.relative(p, plan.prefix) for p in fold.train_parts)]
+        storage.write_bytes(fs, _path(fs, fold.train_manifest), json.dumps(manifest).encode() + b"\n")
+        if fold.train_file:
+            storage.concatenate(fs, _path(fs, fold.train_file), [_path(fs, p) for p in fold.train_parts])
+    if found.header is not None:
+        storage.write_bytes(
+            fs, posixpath.join(folds_path, "header" + _extension(spec.uri, found.format)), found.header + b"\n"
+        )
+    storage.write_json(fs, posixpath.join(folds_path, PLAN), plan.to_json())
+
+
+def _path(fs: Any, uri: str) -> str:
+    return fs._strip_protocol(uri)
+
+
+def _write_parts(
+    fs: Any, source: InputFile, spec: InputSpec, found: Scan, folds: np.ndarray, targets: dict[int, str]
+) -> None:
+    """Second pass: each record goes to the part of the fold it validates in."""
+    handles: dict[int, IO[bytes]] = {}
+    try:
+        for code, uri in targets.items():
+            handles[code] = storage.open_write(fs, _path(fs, uri))
+        start = 0
+        for chunk in Records(source, found.header is not None):
+            end = start + len(chunk.records)
+            if end > len(folds):
+                break
+            _distribute(chunk.records, folds[start:end], handles)
+            start = end
+        if start != found.n_records or source.reader.digest.hexdigest() != found.sha256:
+            raise SplitError(f"input.uri: {spec.uri} changed while it was being split; run the split again")
+    except BaseException:
+        for handle in handles.values():
+            storage.discard(handle)
+        raise
+    for handle in handles.values():
+        handle.close()
+
+
+def _distribute(records: list[bytes], codes: np.ndarray, handles: dict[int, IO[bytes]]) -> None:
+    # One stable sort groups the chunk's records by fold, keeping file order within a fold.
+    order = np.argsort(codes, kind="stable")
+    present, starts = np.unique(codes[order], return_index=True)
+    ordered = itemgetter(*order.tolist())(records) if len(records) > 1 else tuple(records)
+    ends = [*starts[1:].tolist(), len(records)]
+    for code, begin, end in zip(present.tolist(), starts.tolist(), ends, strict=True):
+        handle = handles.get(code)
+        if handle is not None:
+            handle.write(b"\n".join(ordered[begin:end]))
+            handle.write(b"\n")
+
+
+def _extension(uri: str, fmt: str) -> str:
+    name = posixpath.basename(uri.rstrip("/")).removesuffix(".gz").removesuffix(".GZ")
+    ext = posixpath.splitext(name)[1]
+    return ext if ext and len(ext) <= 10 else (".jsonl" if fmt == "jsonl" else ".csv")
+
+
+def _plan(
+    spec: InputSpec, cv: CVSpec, folds_uri: str, found: Scan, assignment: Assignment, assemble_train: bool
+) -> FoldPlan:
+    prefix = folds_uri.rstrip("/")
+    ext = _extension(spec.uri, found.format)
+    labels = found.codes.get("label")
+    names = [str(v) for v in found.values.get("label", [])]
+    k = cv.n_splits
+    folds = []
+    for repeat in range(assignment.n_repeats):
+        row = assignment.folds[repeat]
+        parts = [storage.join(prefix, f"part-{repeat * k + f:05d}{ext}") for f in range(k)]
+        sizes = np.bincount(row[row != HOLDOUT], minlength=k)
+        for f in range(k):
+            index = repeat * k + f
+            folder = storage.join(prefix, f"fold-{index:05d}")
+            folds.append(
+                Fold(
+                    index=index,
+                    repeat=repeat,
+                    validation=parts[f],
+                    train_manifest=storage.join(folder, "train.manifest"),
+                    train_file=storage.join(folder, f"train{ext}") if assemble_train else None,
+                    n_train=int(sizes.sum() - sizes[f]),
+                    n_validation=int(sizes[f]),
+                    class_counts=_class_counts(labels, names, row, f),
+                    train_parts=[p for i, p in enumerate(parts) if i != f],
+                )
+            )
+    held = len(assignment.holdout)
+    return FoldPlan(
+        strategy=cv.strategy,
+        n_splits=k,
+        n_repeats=cv.n_repeats,
+        random_state=cv.random_state,
+        shuffle=cv.shuffle,
+        n_records=found.n_records,
+        input={
+            "uri": spec.uri,
+            "bytes": found.bytes,
+            "sha256": found.sha256,
+            "format": found.format,
+            "compression": found.compression,
+            "label": spec.label,
+            "group": spec.group,
+            "csv_header": found.header.decode("utf-8", errors="replace").rstrip("\r") if found.header else None,
+        },
+        holdout=storage.join(prefix, f"holdout{ext}") if held else None,
+        holdout_fraction=cv.holdout,
+        n_holdout=held,
+        classes=_counts(labels, names, np.ones(found.n_records, dtype=bool)) if labels is not None else None,
+        n_groups=len(found.values["group"]) if "group" in found.values else None,
+        prefix=prefix,
+        folds=folds,
+    )
+
+
+def _class_counts(
+    labels: np.ndarray | None, names: list[str], row: np.ndarray, fold: int
+) -> dict[str, dict[str, int]] | None:
+    if labels is None:
+        return None
+    return {
+        "train": _counts(labels, names, (row != fold) & (row != HOLDOUT)),
+        "validation": _counts(labels, names, row == fold),
+    }
+
+
+def _counts(labels: np.ndarray, names: list[str], mask: np.ndarray) -> dict[str, int]:
+    counts = np.bincount(labels[mask], minlength=len(names))
+    return {name: int(c) for name, c in zip(names, counts.tolist(), strict=True)}

@@ -1,0 +1,555 @@
+"""The cross-validation request: one typed model, its validation and its JSON schema.
+
+Plain Python (pydantic, no Airflow): the CLI, the DAG's Params and the fold engine all read
+the same model, so a conf is judged the same way everywhere. SMX-Validator's input JSON is
+translated into this model (:func:`parse_request` detects it), and problems in a translated
+conf are reported with SMX-Validator's own field paths.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from airflow_smx import smx_validator
+
+Strategy = Literal["kfold", "stratified", "group", "stratified_group"]
+Backend = Literal["local", "sagemaker"]
+URI_SCHEMES = ("s3://", "file://")
+MAX_FOLDS = 1024  # Airflow's default [core] max_map_length: one mapped task per fold
+RESERVED_TAGS = 3  # fold index, CV run id and created_by are added to every job
+MAX_USER_TAGS = 50 - RESERVED_TAGS
+JSON_EXTENSIONS = (".jsonl", ".json", ".ndjson", ".manifest")
+CSV_EXTENSIONS = (".csv", ".txt")
+MANAGED_TRAINING_FIELDS = ("TrainingJobName", "InputDataConfig", "ExperimentConfig", "Tags")
+
+
+class RequestError(ValueError):
+    """A request that cannot run; ``problems`` holds one ``path: message`` line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid cross-validation request:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _problem(loc: tuple[str | int, ...], message: str, value: Any) -> InitErrorDetails:
+    # Curly braces in a message would be read as format fields by pydantic-core.
+    return InitErrorDetails(
+        type=PydanticCustomError("smx_request", message.replace("{", "{{").replace("}", "}}")),
+        loc=loc,
+        input=value,
+    )
+
+
+def _raise_if(title: str, problems: list[InitErrorDetails]) -> None:
+    if problems:
+        raise ValidationError.from_exception_data(title, problems)
+
+
+def _check_uri(value: str) -> str:
+    if not value.startswith(URI_SCHEMES):
+        raise ValueError(f"must start with one of {', '.join(URI_SCHEMES)}")
+    rest = value.split("://", 1)[1]
+    if value.startswith("s3://") and "/" not in rest.strip("/"):
+        raise ValueError("must name a bucket and a key, like s3://bucket/path")
+    if not rest.strip("/"):
+        raise ValueError("must name a path after the scheme")
+    return value
+
+
+def format_from_name(uri: str) -> Literal["csv", "jsonl"] | None:
+    """The record format a file name announces (ignoring .gz), if it announces one."""
+    name = uri.lower().removesuffix(".gz")
+    if name.endswith(JSON_EXTENSIONS):
+        return "jsonl"
+    if name.endswith(CSV_EXTENSIONS):
+        return "csv"
+    return None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class InputSpec(_Model):
+    """Where the dataset is and how to read its records."""
+
+    uri: str = Field(
+        title="Input dataset URI",
+        description="s3:// or file:// URI of one newline-delimited file: CSV, JSON Lines or a "
+        "SageMaker augmented manifest, optionally gzip-compressed. One line is one record.",
+        examples=["s3://my-bucket/datasets/train.jsonl"],
+    )
+    format: Literal["auto", "csv", "jsonl"] = Field(
+        "auto",
+        title="Record format",
+        description="csv, jsonl (JSON Lines and augmented manifests), or auto: from the file "
+        "extension, else from the first record.",
+    )
+    label: str | int | None = Field(
+        None,
+        title="Label field",
+        description="The class label, needed for stratified strategies and ${num_classes}. JSON "
+        "Lines: a key, dotted for nested objects (`metadata.class`). CSV: a header name (with "
+        "csv_header) or a 0-based column index.",
+    )
+    group: str | int | None = Field(
+        None,
+        title="Group field",
+        description="Records sharing this value never straddle folds (group strategies): a key "
+        "or dotted path for JSON Lines, a header name or 0-based column index for CSV.",
+    )
+    csv_header: bool = Field(
+        False,
+        title="CSV has a header line",
+        description="The first line names the columns; it is repeated at the top of every part.",
+    )
+    compression: Literal["auto", "gzip", "none"] = Field(
+        "auto",
+        title="Compression",
+        description="auto detects gzip from the file's first bytes.",
+    )
+
+    _check_uri = field_validator("uri")(classmethod(lambda cls, v: _check_uri(v)))
+
+    @field_validator("label", "group")
+    @classmethod
+    def _check_field_name(cls, value: str | int | None) -> str | int | None:
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"a column index must be >= 0, got {value}")
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _check_fields_fit_format(self) -> InputSpec:
+        if self.format == "auto":
+            self.format = format_from_name(self.uri) or "auto"
+        problems = []
+        for field in ("label", "group"):
+            value = getattr(self, field)
+            if self.format == "jsonl" and isinstance(value, int):
+                problems.append(_problem((field,), "JSON Lines records are read by key, not by column index", value))
+            if self.format == "csv" and isinstance(value, str) and not self.csv_header:
+                problems.append(
+                    _problem((field,), "a CSV column name needs csv_header: true; or give a 0-based index", value)
+                )
+        _raise_if("InputSpec", problems)
+        return self
+
+
+class CVSpec(_Model):
+    """How records are assigned to folds (scikit-learn's splitters, see docs/folds.md)."""
+
+    strategy: Strategy = Field(
+        "kfold",
+        title="Fold strategy",
+        description="kfold (KFold), stratified (StratifiedKFold, needs a label), group (GroupKFold, "
+        "needs a group), stratified_group (StratifiedGroupKFold, needs both).",
+    )
+    n_splits: int = Field(5, ge=2, le=100, title="Number of folds (k)", description="One training job per fold.")
+    n_repeats: int = Field(
+        1,
+        ge=1,
+        le=20,
+        title="Repeats",
+        description="Repeat k-fold with different shuffles (kfold and stratified only): k x repeats jobs.",
+    )
+    shuffle: bool = Field(
+        True, title="Shuffle", description="Shuffle before splitting; off keeps folds as contiguous file slices."
+    )
+    random_state: int = Field(
+        42, ge=0, le=2**32 - 1, title="Random seed", description="Same seed, same input: same folds, byte for byte."
+    )
+    holdout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        title="Hold-out fraction",
+        description="Fraction of records carved off first as a test set no fold trains or validates "
+        "on (stratified by label when one is given, by group for group strategies). 0 = none.",
+    )
+    allow_small_classes: bool = Field(
+        False,
+        title="Allow classes smaller than k",
+        description="Stratified strategies refuse a class with fewer records than folds, since some "
+        "fold's train set would lack it; set true to split anyway.",
+    )
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> CVSpec:
+        problems = []
+        if self.n_repeats > 1 and self.strategy not in ("kfold", "stratified"):
+            problems.append(_problem(("n_repeats",), f"repeats apply to kfold and stratified, not {self.strategy}", 1))
+        if self.n_repeats > 1 and not self.shuffle:
+            problems.append(_problem(("n_repeats",), "repeats need shuffle: true (each repeat reshuffles)", 1))
+        if self.n_splits * self.n_repeats > MAX_FOLDS:
+            problems.append(
+                _problem(("n_splits",), f"n_splits x n_repeats must be <= {MAX_FOLDS}", self.n_splits * self.n_repeats)
+            )
+        _raise_if("CVSpec", problems)
+        return self
+
+    @property
+    def n_folds(self) -> int:
+        """Total training jobs: ``n_splits`` x ``n_repeats``."""
+        return self.n_splits * self.n_repeats
+
+
+class ChannelSpec(_Model):
+    """One SageMaker input channel; the S3 URIs are filled in per fold."""
+
+    ChannelName: str = Field(pattern=r"^[A-Za-z0-9\.\-_]{1,64}$", title="Channel name")
+    S3DataType: Literal["S3Prefix", "ManifestFile", "AugmentedManifestFile"] = Field(
+        "S3Prefix",
+        title="S3 data type",
+        description="Train: ManifestFile lists the other folds' parts (nothing copied); S3Prefix or "
+        "AugmentedManifestFile get one assembled train file per fold.",
+    )
+    ContentType: str | None = Field(None, title="Content type", examples=["text/csv"])
+    InputMode: Literal["File", "Pipe", "FastFile"] | None = Field(
+        None, title="Input mode", description="Defaults to AlgorithmSpecification.TrainingInputMode."
+    )
+    AttributeNames: list[str] | None = Field(
+        None, title="Attribute names", description="Augmented manifest keys to stream, in order."
+    )
+    RecordWrapperType: Literal["None", "RecordIO"] | None = Field(None, title="Record wrapper")
+    CompressionType: Literal["None", "Gzip"] | None = Field(None, title="Compression of the channel data")
+    S3DataDistributionType: Literal["FullyReplicated", "ShardedByS3Key"] = Field(
+        "FullyReplicated", title="Distribution across instances"
+    )
+
+    @model_validator(mode="after")
+    def _check_augmented(self) -> ChannelSpec:
+        problems = []
+        if self.AttributeNames and self.S3DataType != "AugmentedManifestFile":
+            problems.append(_problem(("AttributeNames",), "only applies to S3DataType AugmentedManifestFile", 1))
+        if self.S3DataType == "AugmentedManifestFile" and self.InputMode in ("File", "FastFile"):
+            problems.append(_problem(("InputMode",), "AugmentedManifestFile channels need Pipe mode", self.InputMode))
+        _raise_if("ChannelSpec", problems)
+        return self
+
+    @property
+    def needs_single_object(self) -> bool:
+        """Whether the channel must point at one object (an assembled file), not a manifest."""
+        return self.S3DataType != "ManifestFile"
+
+
+class ChannelsSpec(_Model):
+    """The train and validation channels of every fold's training job."""
+
+    train: ChannelSpec = Field(
+        default_factory=lambda: ChannelSpec(ChannelName="train", S3DataType="ManifestFile"),
+        title="Train channel",
+    )
+    validation: ChannelSpec = Field(
+        default_factory=lambda: ChannelSpec(ChannelName="validation"), title="Validation channel"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ChannelsSpec:
+        problems = []
+        if self.validation.S3DataType == "ManifestFile":
+            problems.append(
+                _problem(
+                    ("validation", "S3DataType"),
+                    "a fold's validation records are one object: use S3Prefix or AugmentedManifestFile",
+                    "ManifestFile",
+                )
+            )
+        if self.train.ChannelName == self.validation.ChannelName:
+            problems.append(_problem(("validation", "ChannelName"), "must differ from the train channel's name", 1))
+        _raise_if("ChannelsSpec", problems)
+        return self
+
+
+class TrainingSpec(_Model):
+    """CreateTrainingJob fields, passed to SageMaker untouched (but for placeholders)."""
+
+    AlgorithmSpecification: dict[str, Any] | None = Field(
+        None, title="AlgorithmSpecification", description="TrainingImage or AlgorithmName, TrainingInputMode, ..."
+    )
+    HyperParameters: dict[str, str] = Field(
+        default_factory=dict,
+        title="HyperParameters",
+        description="String values; ${num_training_samples}, ${num_validation_samples}, "
+        "${num_classes} and ${fold} are replaced per fold. Numbers and booleans are turned into strings.",
+    )
+    RoleArn: str | None = Field(None, title="Execution role ARN", description="Defaults to the deployment's role.")
+    ResourceConfig: dict[str, Any] | None = Field(None, title="ResourceConfig")
+    StoppingCondition: dict[str, Any] | None = Field(None, title="StoppingCondition")
+    OutputDataConfig: dict[str, Any] | None = Field(
+        None, title="OutputDataConfig", description="Defaults to {output_uri}/{cv_run_id}/models/."
+    )
+    VpcConfig: dict[str, Any] | None = None
+    EnableManagedSpotTraining: bool | None = None
+    EnableNetworkIsolation: bool | None = None
+    EnableInterContainerTrafficEncryption: bool | None = None
+    CheckpointConfig: dict[str, Any] | None = None
+    DebugHookConfig: dict[str, Any] | None = None
+    DebugRuleConfigurations: list[dict[str, Any]] | None = None
+    TensorBoardOutputConfig: dict[str, Any] | None = None
+    ProfilerConfig: dict[str, Any] | None = None
+    ProfilerRuleConfigurations: list[dict[str, Any]] | None = None
+    Environment: dict[str, str] | None = None
+    RetryStrategy: dict[str, Any] | None = None
+    RemoteDebugConfig: dict[str, Any] | None = None
+    InfraCheckConfig: dict[str, Any] | None = None
+    SessionChainingConfig: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_managed_fields(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            managed = [f for f in MANAGED_TRAINING_FIELDS if f in data]
+            _raise_if(
+                "TrainingSpec",
+                [_problem((f,), "is set per fold by airflow-smx; remove it", data[f]) for f in managed],
+            )
+        return data
+
+    @field_validator("HyperParameters", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        return {k: _hyperparameter_text(v) for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _check_resources(self) -> TrainingSpec:
+        problems = []
+        count = (self.ResourceConfig or {}).get("InstanceCount", 1)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            problems.append(_problem(("ResourceConfig", "InstanceCount"), "must be an integer >= 1", count))
+        if len(self.HyperParameters) > 100:
+            problems.append(_problem(("HyperParameters",), "SageMaker allows at most 100", len(self.HyperParameters)))
+        _raise_if("TrainingSpec", problems)
+        return self
+
+    @property
+    def instance_count(self) -> int:
+        """ml instances one fold's job holds: the pool slots it takes."""
+        return int((self.ResourceConfig or {}).get("InstanceCount", 1))
+
+    @property
+    def input_mode(self) -> str:
+        return (self.AlgorithmSpecification or {}).get("TrainingInputMode", "File")
+
+
+def _hyperparameter_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+class Tag(_Model):
+    Key: str = Field(min_length=1, max_length=128)
+    Value: str = Field("", max_length=256)
+
+    @field_validator("Key")
+    @classmethod
+    def _not_aws(cls, key: str) -> str:
+        if key.lower().startswith("aws:"):
+            raise ValueError("keys starting with aws: are reserved by AWS")
+        return key
+
+
+class ExperimentSpec(_Model):
+    """SageMaker Experiments tracking, as SMX-Validator does it (SageMaker backend)."""
+
+    enabled: bool = Field(True, title="Track in SageMaker Experiments")
+    name: str | None = Field(
+        None, title="Experiment name", description="Created if missing. Default: crossvalidator-{name}."
+    )
+
+
+class MetricsSpec(_Model):
+    """Which final metric ranks the model, and which way is better."""
+
+    objective: str | None = Field(
+        None,
+        title="Objective metric",
+        description="A FinalMetricDataList name, e.g. validation:accuracy; reported first in the summary.",
+    )
+    direction: Literal["maximize", "minimize"] = Field("maximize", title="Better is")
+
+
+class CVRequest(_Model):
+    """A k-fold cross-validated training request."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        title="Name",
+        description="Names the run and its training jobs: crossvalidator-{name}-{YYYYMMDD}-{HHMMSS}-fold{i}.",
+        examples=["churn-xgboost"],
+    )
+    input: InputSpec = Field(title="Input dataset")
+    output_uri: str = Field(
+        title="Output URI",
+        description="s3:// or file:// prefix; each run writes under {output_uri}/{cv_run_id}/.",
+    )
+    cv: CVSpec = Field(default_factory=CVSpec, title="Cross-validation")
+    backend: Backend = Field(
+        "local", title="Backend", description="sagemaker: SageMaker training jobs; local: local processes."
+    )
+    training: TrainingSpec = Field(default_factory=TrainingSpec, title="Training job template")
+    channels: ChannelsSpec = Field(default_factory=ChannelsSpec, title="Channels")
+    experiment: ExperimentSpec = Field(default_factory=ExperimentSpec, title="Experiment")
+    tags: list[Tag] = Field(
+        default_factory=list,
+        max_length=MAX_USER_TAGS,
+        title="Tags",
+        description="Added to every training job, besides fold index, CV run id and created_by.",
+    )
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec, title="Metrics")
+    min_successful_folds: int | None = Field(
+        None, ge=1, title="Folds that must succeed", description="Default: all of them."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_has_alnum(cls, name: str) -> str:
+        if not re.search(r"[A-Za-z0-9]", name):
+            raise ValueError("needs at least one letter or digit to make a valid training job name")
+        return name
+
+    _check_output = field_validator("output_uri")(classmethod(lambda cls, v: _check_uri(v)))
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_from_mapping(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return [{"Key": k, "Value": v} for k, v in value.items()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> CVRequest:
+        _raise_if("CVRequest", list(self._consistency_problems()))
+        return self
+
+    def _consistency_problems(self) -> Iterable[InitErrorDetails]:
+        strategy = self.cv.strategy
+        if strategy in ("stratified", "stratified_group") and self.input.label is None:
+            yield _problem(("input", "label"), f"strategy {strategy} needs a label field", None)
+        if strategy in ("group", "stratified_group") and self.input.group is None:
+            yield _problem(("input", "group"), f"strategy {strategy} needs a group field", None)
+        output, source = self.output_uri.rstrip("/"), self.input.uri.rstrip("/")
+        if output == source or output.startswith(source + "/"):
+            yield _problem(("output_uri",), "must not be the input or inside it", self.output_uri)
+        if self.min_successful_folds is not None and self.min_successful_folds > self.cv.n_folds:
+            yield _problem(
+                ("min_successful_folds",),
+                f"must be <= the number of folds ({self.cv.n_folds})",
+                self.min_successful_folds,
+            )
+        keys = [t.Key for t in self.tags]
+        for key in sorted({k for k in keys if keys.count(k) > 1}):
+            yield _problem(("tags",), f"duplicate key {key!r}", key)
+        if self.backend == "sagemaker":
+            yield from self._sagemaker_problems()
+
+    def _sagemaker_problems(self) -> Iterable[InitErrorDetails]:
+        algorithm = self.training.AlgorithmSpecification or {}
+        if not (algorithm.get("TrainingImage") or algorithm.get("AlgorithmName")):
+            yield _problem(
+                ("training", "AlgorithmSpecification"),
+                "the sagemaker backend needs TrainingImage or AlgorithmName",
+                algorithm,
+            )
+        resources = self.training.ResourceConfig or {}
+        if not resources.get("InstanceType"):
+            yield _problem(("training", "ResourceConfig", "InstanceType"), "the sagemaker backend needs it", None)
+        for role in ("train", "validation"):
+            channel: ChannelSpec = getattr(self.channels, role)
+            if (
+                channel.S3DataType == "AugmentedManifestFile"
+                and (channel.InputMode or self.training.input_mode) != "Pipe"
+            ):
+                yield _problem(("channels", role, "InputMode"), "AugmentedManifestFile channels need Pipe mode", None)
+
+    @property
+    def required_folds(self) -> int:
+        """How many folds must succeed for the run to succeed."""
+        return self.min_successful_folds or self.cv.n_folds
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment.name or f"crossvalidator-{self.name}"
+
+
+def request_json_schema() -> dict[str, Any]:
+    """The request's JSON schema: the single source of the DAG's Params."""
+    return CVRequest.model_json_schema()
+
+
+def parse_request(data: Any) -> CVRequest:
+    """Validate a conf (ours or SMX-Validator's) into a :class:`CVRequest`.
+
+    :raises RequestError: listing every problem found, each with its field path.
+    """
+    if not isinstance(data, Mapping):
+        raise RequestError([f"(request): must be a JSON object, got {type(data).__name__}"])
+    paths: dict[str, str] = {}
+    problems: list[str] = []
+    if smx_validator.is_smx_validator_input(data):
+        data, paths, problems = smx_validator.translate(data)
+    try:
+        request = CVRequest.model_validate(data)
+    except ValidationError as error:
+        problems = problems + format_problems(error, paths)
+    if problems:
+        raise RequestError(sorted(dict.fromkeys(problems)))
+    return request
+
+
+_MESSAGES = {
+    "missing": "required",
+    "extra_forbidden": "unknown field",
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+    "literal_error": "must be one of {expected}",
+    "string_too_short": "must have at least {min_length} characters",
+    "string_too_long": "must have at most {max_length} characters",
+    "too_long": "must have at most {max_length} items",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "list_type": "must be a list",
+    "string_pattern_mismatch": "must match {pattern}",
+}
+
+
+def format_problems(error: ValidationError, paths: Mapping[str, str] | None = None) -> list[str]:
+    """One ``path: message, got value`` line per pydantic error, in SMX-Validator's paths if translated."""
+    lines = []
+    for item in error.errors(include_url=False):
+        path = ".".join(str(p) for p in _clean_loc(item["loc"])) or "(request)"
+        path = smx_validator.original_path(path, paths or {})
+        template = _MESSAGES.get(item["type"])
+        message = template.format(**item.get("ctx", {})) if template else item["msg"].removeprefix("Value error, ")
+        got = "" if item["type"] in ("missing", "extra_forbidden") else f", got {_short(item['input'])}"
+        lines.append(f"{path}: {message}{got}")
+    return sorted(dict.fromkeys(lines))
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> list[Any]:
+    # pydantic adds the union member tried ("str", "int", "function-after[...]") to locations.
+    return [p for p in loc if not (isinstance(p, str) and (p in ("str", "int", "float", "bool") or "[" in p))]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

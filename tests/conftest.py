@@ -1,0 +1,75 @@
+"""Shared fixtures: generated datasets and an S3 endpoint (moto's server, in this process)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def make_records(n: int, seed: int, n_classes: int = 4, n_groups: int = 30, int_groups: bool = False) -> list[dict]:
+    """Records with imbalanced labels and uneven groups; ``id`` is the record's position."""
+    rng = random.Random(seed)
+    weights = [2.0**-i for i in range(n_classes)]
+    labels = [f"c{i}" for i in range(n_classes)]
+    group_weights = [rng.paretovariate(1.5) for _ in range(n_groups)]
+    records = []
+    for i in range(n):
+        group = rng.choices(range(n_groups), weights=group_weights)[0]
+        records.append(
+            {
+                "id": i,
+                "class": rng.choices(labels, weights=weights)[0],
+                "meta": {"patient": group if int_groups else f"p{group}"},
+                "text": "é" * rng.randint(0, 3) + "x" * rng.randint(1, 40),
+            }
+        )
+    return records
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def jsonl_file(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "data.jsonl", make_records(400, seed=3))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 (and SageMaker) over HTTP on a free loopback port, for s3fs and boto3 alike."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """A fresh bucket named ``bucket`` on moto, with credentials and endpoint in the environment."""
+    import boto3
+    import fsspec
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+    }.items():
+        monkeypatch.setenv(key, value)
+    fsspec.filesystem("s3").clear_instance_cache()
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket="bucket")
+    yield client
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket="bucket"):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket="bucket", Key=item["Key"])
+    client.delete_bucket(Bucket="bucket")
