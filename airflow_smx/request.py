@@ -8,6 +8,7 @@ conf are reported with SMX-Validator's own field paths.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
@@ -120,7 +121,7 @@ class InputSpec(_Model):
     @classmethod
     def _check_field_name(cls, value: str | int | None) -> str | int | None:
         if isinstance(value, int) and value < 0:
-            raise ValueError(f"a column index must be >= 0, got {value}")
+            raise ValueError("a column index must be >= 0")
         if isinstance(value, str) and not value.strip():
             raise ValueError("must not be empty")
         return value
@@ -184,9 +185,13 @@ class CVSpec(_Model):
     def _check_combination(self) -> CVSpec:
         problems = []
         if self.n_repeats > 1 and self.strategy not in ("kfold", "stratified"):
-            problems.append(_problem(("n_repeats",), f"repeats apply to kfold and stratified, not {self.strategy}", 1))
+            problems.append(
+                _problem(("n_repeats",), f"repeats apply to kfold and stratified, not {self.strategy}", self.n_repeats)
+            )
         if self.n_repeats > 1 and not self.shuffle:
-            problems.append(_problem(("n_repeats",), "repeats need shuffle: true (each repeat reshuffles)", 1))
+            problems.append(
+                _problem(("n_repeats",), "repeats need shuffle: true (each repeat reshuffles)", self.n_repeats)
+            )
         if self.n_splits * self.n_repeats > MAX_FOLDS:
             problems.append(
                 _problem(("n_splits",), f"n_splits x n_repeats must be <= {MAX_FOLDS}", self.n_splits * self.n_repeats)
@@ -227,7 +232,9 @@ class ChannelSpec(_Model):
     def _check_augmented(self) -> ChannelSpec:
         problems = []
         if self.AttributeNames and self.S3DataType != "AugmentedManifestFile":
-            problems.append(_problem(("AttributeNames",), "only applies to S3DataType AugmentedManifestFile", 1))
+            problems.append(
+                _problem(("AttributeNames",), "only applies to S3DataType AugmentedManifestFile", self.AttributeNames)
+            )
         if self.S3DataType == "AugmentedManifestFile" and self.InputMode in ("File", "FastFile"):
             problems.append(_problem(("InputMode",), "AugmentedManifestFile channels need Pipe mode", self.InputMode))
         _raise_if("ChannelSpec", problems)
@@ -262,7 +269,11 @@ class ChannelsSpec(_Model):
                 )
             )
         if self.train.ChannelName == self.validation.ChannelName:
-            problems.append(_problem(("validation", "ChannelName"), "must differ from the train channel's name", 1))
+            problems.append(
+                _problem(
+                    ("validation", "ChannelName"), "must differ from the train channel's name", self.train.ChannelName
+                )
+            )
         _raise_if("ChannelsSpec", problems)
         return self
 
@@ -540,7 +551,8 @@ def format_problems(error: ValidationError, paths: Mapping[str, str] | None = No
         path = smx_validator.original_path(path, paths or {})
         template = _MESSAGES.get(item["type"])
         message = template.format(**item.get("ctx", {})) if template else item["msg"].removeprefix("Value error, ")
-        got = "" if item["type"] in ("missing", "extra_forbidden") else f", got {_short(item['input'])}"
+        silent = item["type"] in ("missing", "extra_forbidden") or item["input"] is None
+        got = "" if silent else f", got {_short(item['input'])}"
         lines.append(f"{path}: {message}{got}")
     return sorted(dict.fromkeys(lines))
 
@@ -551,5 +563,5 @@ def _clean_loc(loc: tuple[Any, ...]) -> list[Any]:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    text = json.dumps(value, default=str) if isinstance(value, dict | list) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

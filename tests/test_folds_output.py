@@ -1,0 +1,202 @@
+"""What a split writes: every record once and unchanged, manifests, plan.json, determinism, S3."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from airflow_smx.folds import FoldPlan, split_dataset
+from airflow_smx.request import CVSpec, InputSpec
+from tests.conftest import make_records, write_jsonl
+
+PLAN_KEYS = {"strategy", "n_splits", "n_repeats", "random_state", "n_records", "input", "holdout", "folds"}
+FOLD_KEYS = {"index", "repeat", "validation", "train_manifest", "train_file", "n_train", "n_validation", "class_counts"}
+
+
+def local(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
+
+
+def lines_of(uri: str) -> list[bytes]:
+    return local(uri).read_bytes().splitlines(keepends=True)
+
+
+def test_every_record_lands_in_exactly_one_part_unchanged(tmp_path):
+    # CRLF, non-ASCII, key order and spacing that re-serializing would change, blank lines, no final newline
+    raw = (
+        b'{"b": 1,   "class": "x", "t": "caf\xc3\xa9"}\r\n'
+        b"\n"
+        b'{"class":"y","b":2}\n'
+        b"   \n"
+        b'{"class": "x", "b": 3.50}\n'
+        + b"".join(b'{"class": "%s", "i": %d}\n' % (b"xy"[i % 2 : i % 2 + 1], i) for i in range(40))
+        + b'{"class": "y", "last": true}'
+    )
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(raw)
+    plan = split_dataset(
+        InputSpec(uri=source.as_uri(), label="class"),
+        CVSpec(strategy="stratified", n_splits=3),
+        (tmp_path / "o").as_uri(),
+    )
+    records = [line for line in raw.split(b"\n") if line.strip()]
+    written = [line for f in plan.folds for line in lines_of(f.validation)]
+    assert all(line.endswith(b"\n") for line in written)
+    assert Counter(line[:-1] for line in written) == Counter(records)
+    assert plan.n_records == len(records) == 44
+    assert plan.input["bytes"] == len(raw)
+
+
+def test_plan_json_manifests_and_no_copies(tmp_path, jsonl_file):
+    out = tmp_path / "out" / "run-1" / "folds"
+    plan = split_dataset(
+        InputSpec(uri=jsonl_file.as_uri(), label="class"), CVSpec(strategy="stratified", n_splits=4), out.as_uri()
+    )
+    data = json.loads((out / "plan.json").read_text())
+    assert set(data) >= PLAN_KEYS
+    assert all(set(f) >= FOLD_KEYS for f in data["folds"])
+    assert data["input"]["sha256"] == __import__("hashlib").sha256(jsonl_file.read_bytes()).hexdigest()
+    assert data["n_records"] == 400 and data["holdout"] is None
+    assert FoldPlan.from_json(data) == plan
+    assert sorted(p.name for p in out.iterdir()) == [
+        *(f"fold-0000{i}" for i in range(4)),
+        *(f"part-0000{i}.jsonl" for i in range(4)),
+        "plan.json",
+    ]
+    written = sum(p.stat().st_size for p in out.glob("part-*"))
+    assert written == jsonl_file.stat().st_size  # each record written once, nothing added
+    for fold in plan.folds:
+        manifest = json.loads(local(fold.train_manifest).read_text())
+        assert manifest[0] == {"prefix": out.as_uri() + "/"}
+        assert manifest[1:] == [f"part-0000{i}.jsonl" for i in range(4) if i != fold.index]
+        assert fold.train_file is None
+        train = sum(fold.class_counts["train"].values())
+        assert train == fold.n_train == 400 - fold.n_validation
+        assert sum(fold.class_counts["validation"].values()) == fold.n_validation
+
+
+def test_assembled_train_file_holds_the_other_parts(tmp_path, jsonl_file):
+    plan = split_dataset(
+        InputSpec(uri=jsonl_file.as_uri()), CVSpec(n_splits=3), (tmp_path / "o").as_uri(), assemble_train=True
+    )
+    for fold in plan.folds:
+        others = b"".join(local(p).read_bytes() for p in fold.train_parts)
+        assert local(fold.train_file).read_bytes() == others
+        assert len(lines_of(fold.train_file)) == fold.n_train
+
+
+def test_same_input_and_seed_give_byte_identical_parts(tmp_path, jsonl_file):
+    spec, cv = InputSpec(uri=jsonl_file.as_uri(), label="class"), CVSpec(strategy="stratified", random_state=9)
+    first = split_dataset(spec, cv, (tmp_path / "a").as_uri())
+    second = split_dataset(spec, cv, (tmp_path / "b").as_uri())
+    for a, b in zip(first.folds, second.folds, strict=True):
+        assert local(a.validation).read_bytes() == local(b.validation).read_bytes()
+    plan_a = (tmp_path / "a" / "plan.json").read_text()
+    assert plan_a == (tmp_path / "b" / "plan.json").read_text().replace(str(tmp_path / "b"), str(tmp_path / "a"))
+    other_seed = split_dataset(spec, CVSpec(strategy="stratified", random_state=10), (tmp_path / "c").as_uri())
+    assert local(other_seed.folds[0].validation).read_bytes() != local(first.folds[0].validation).read_bytes()
+
+
+def test_retried_split_reuses_a_complete_one_and_replaces_a_partial_one(tmp_path, jsonl_file):
+    spec, cv, out = InputSpec(uri=jsonl_file.as_uri()), CVSpec(n_splits=3), tmp_path / "o"
+    split_dataset(spec, cv, out.as_uri())
+    stamp = (out / "plan.json").stat().st_mtime_ns
+    split_dataset(spec, cv, out.as_uri())
+    assert (out / "plan.json").stat().st_mtime_ns == stamp  # nothing rewritten
+    (out / "plan.json").unlink()  # as if the worker died before the plan was written
+    (out / "part-00009.jsonl").write_text("stale\n")
+    plan = split_dataset(spec, cv, out.as_uri())
+    assert not (out / "part-00009.jsonl").exists()
+    assert (out / "plan.json").exists() and len(plan.folds) == 3
+
+
+def test_gzip_input_is_read_transparently(tmp_path):
+    records = make_records(300, seed=5)
+    plain = write_jsonl(tmp_path / "data.jsonl", records)
+    packed = tmp_path / "data.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    spec = {"label": "class"}
+    cv = CVSpec(strategy="stratified", n_splits=3)
+    from_plain = split_dataset(InputSpec(uri=plain.as_uri(), **spec), cv, (tmp_path / "p").as_uri())
+    from_gzip = split_dataset(InputSpec(uri=packed.as_uri(), **spec), cv, (tmp_path / "g").as_uri())
+    assert from_gzip.input["compression"] == "gzip" and from_gzip.input["bytes"] == packed.stat().st_size
+    assert from_gzip.folds[0].validation.endswith("part-00000.jsonl")
+    for a, b in zip(from_plain.folds, from_gzip.folds, strict=True):
+        assert local(a.validation).read_bytes() == local(b.validation).read_bytes()
+
+
+def test_gzip_detected_by_content_without_extension(tmp_path):
+    path = tmp_path / "blob"
+    path.write_bytes(gzip.compress(b"".join(b'{"i": %d}\n' % i for i in range(20))))
+    plan = split_dataset(InputSpec(uri=path.as_uri()), CVSpec(n_splits=2), (tmp_path / "o").as_uri())
+    assert plan.input["format"] == "jsonl" and plan.input["compression"] == "gzip" and plan.n_records == 20
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_csv_with_and_without_header(tmp_path, header):
+    rows = [f'{i},{"ab"[i % 3 == 0]},"q, {i}",g{i % 7}\n' for i in range(90)]
+    path = tmp_path / "data.csv"
+    path.write_text(("id,label,note,grp\n" if header else "") + "".join(rows))
+    label, group = ("label", "grp") if header else (1, 3)
+    plan = split_dataset(
+        InputSpec(uri=path.as_uri(), label=label, group=group, csv_header=header),
+        CVSpec(strategy="stratified_group", n_splits=3),
+        (tmp_path / "o").as_uri(),
+    )
+    assert plan.n_records == 90 and plan.classes == {"a": 60, "b": 30} and plan.n_groups == 7
+    written = [line for f in plan.folds for line in lines_of(f.validation)]
+    assert sorted(written) == sorted(line.encode() for line in rows)
+    assert plan.input["csv_header"] == ("id,label,note,grp" if header else None)
+    assert (tmp_path / "o" / "header.csv").exists() == header
+
+
+def test_repeats_write_one_part_set_per_repeat(tmp_path, jsonl_file):
+    plan = split_dataset(InputSpec(uri=jsonl_file.as_uri()), CVSpec(n_splits=3, n_repeats=2), (tmp_path / "o").as_uri())
+    assert [(f.index, f.repeat) for f in plan.folds] == [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1), (5, 1)]
+    for repeat in (0, 1):
+        parts = [f for f in plan.folds if f.repeat == repeat]
+        assert sum(f.n_validation for f in parts) == 400
+        assert {p for f in parts for p in f.train_parts} == {f.validation for f in parts}
+
+
+def test_holdout_is_its_own_part_and_in_no_fold(tmp_path, jsonl_file):
+    plan = split_dataset(
+        InputSpec(uri=jsonl_file.as_uri(), label="class"),
+        CVSpec(strategy="stratified", n_splits=3, holdout=0.25),
+        (tmp_path / "o").as_uri(),
+    )
+    held = set(lines_of(plan.holdout))
+    assert plan.n_holdout == len(held) == 100
+    assert not held & {line for f in plan.folds for line in lines_of(f.validation)}
+    assert all(f.n_train + f.n_validation == 300 for f in plan.folds)
+
+
+def test_split_on_s3(s3, tmp_path):
+    records = make_records(500, seed=2)
+    body = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    s3.put_object(Bucket="bucket", Key="in/data.jsonl.gz", Body=gzip.compress(body))
+    split_dataset(
+        InputSpec(uri="s3://bucket/in/data.jsonl.gz", label="class", group="meta.patient"),
+        CVSpec(strategy="stratified_group", n_splits=4),
+        "s3://bucket/out/run-1/folds",
+        assemble_train=True,
+    )
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="bucket", Prefix="out/")["Contents"]}
+    assert "out/run-1/folds/plan.json" in keys and "out/run-1/folds/fold-00003/train.manifest" in keys
+    parts = [s3.get_object(Bucket="bucket", Key=f"out/run-1/folds/part-0000{i}.jsonl")["Body"].read() for i in range(4)]
+    assert sorted(b"".join(parts).splitlines()) == sorted(body.splitlines())
+    manifest = json.loads(
+        s3.get_object(Bucket="bucket", Key="out/run-1/folds/fold-00000/train.manifest")["Body"].read()
+    )
+    assert manifest == [
+        {"prefix": "s3://bucket/out/run-1/folds/"},
+        "part-00001.jsonl",
+        "part-00002.jsonl",
+        "part-00003.jsonl",
+    ]
+    train = s3.get_object(Bucket="bucket", Key="out/run-1/folds/fold-00000/train.jsonl")["Body"].read()
+    assert train == b"".join(parts[1:])

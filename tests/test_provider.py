@@ -1,0 +1,36 @@
+"""The package is an Airflow provider: Airflow finds it through its entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import distribution, entry_points
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_entry_point_names_the_distribution():
+    (entry,) = [e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("airflow_smx")]
+    info = entry.load()()
+    assert info["package-name"] == distribution("airflow-smx").metadata["Name"]
+
+
+def test_airflow_lists_the_provider(tmp_path):
+    env = {
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PATH": str(Path(sys.executable).parent),
+    }
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "providers", "get", "airflow-smx"],
+        capture_output=True, text=True, env=env, timeout=180, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "airflow-smx" in result.stdout
+
+
+def test_request_model_and_fold_engine_do_not_import_airflow():
+    code = "import sys, airflow_smx.request, airflow_smx.folds, airflow_smx.cli; print(any(m == 'airflow' or m.startswith('airflow.') for m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
