@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_smx.folds import FoldPlan, split_dataset
+from airflow_smx.folds import FoldPlan, SplitError, split_dataset
 from airflow_smx.request import CVSpec, InputSpec
 from tests.conftest import make_records, write_jsonl
 
@@ -200,3 +200,19 @@ def test_split_on_s3(s3, tmp_path):
     ]
     train = s3.get_object(Bucket="bucket", Key="out/run-1/folds/fold-00000/train.jsonl")["Body"].read()
     assert train == b"".join(parts[1:])
+
+
+def test_records_across_read_blocks(tmp_path, monkeypatch):
+    from airflow_smx.folds import records as records_module
+
+    monkeypatch.setattr(records_module, "CHUNK", 7)  # lines longer than a block, blocks ending mid-line
+    raw = b'{"class": "a", "pad": "xxxxxxxxxxxxxxxx"}\n\n{"class":"b"}\r\n \n' * 20 + b'{"class": "a"}'
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(raw)
+    plan = split_dataset(InputSpec(uri=source.as_uri(), label="class"), CVSpec(n_splits=4), (tmp_path / "o").as_uri())
+    written = [line[:-1] for f in plan.folds for line in lines_of(f.validation)]
+    assert sorted(written) == sorted(line for line in raw.split(b"\n") if line.strip())
+    assert plan.classes == {"a": 21, "b": 20}
+    with pytest.raises(SplitError, match="line 82: malformed JSON"):
+        source.write_bytes(raw + b"\n{oops\n")
+        split_dataset(InputSpec(uri=source.as_uri(), label="class"), CVSpec(n_splits=4), (tmp_path / "p").as_uri())

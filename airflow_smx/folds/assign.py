@@ -100,7 +100,9 @@ def assign_folds(
     folds = np.full((cv.n_repeats, n), HOLDOUT, dtype=np.int16)
     splitter = make_splitter(cv)
     try:
-        for j, (_, test) in enumerate(splitter.split(np.zeros(len(kept)), kept_labels, kept_groups)):
+        # The splitters only count X's rows: an (n, 0) array costs no memory.
+        features = np.empty((len(kept), 0), dtype=np.uint8)
+        for j, (_, test) in enumerate(splitter.split(features, kept_labels, kept_groups)):
             repeat, fold = divmod(j, cv.n_splits)
             folds[repeat, kept[test]] = fold
     except ValueError as error:

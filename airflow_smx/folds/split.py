@@ -42,18 +42,22 @@ PLAN = "plan.json"
 class Records:
     """The input's records, chunk by chunk, with a CSV header line set apart."""
 
-    def __init__(self, source: InputFile, csv_header: bool):
+    def __init__(self, source: InputFile, csv_header: bool, hashing: bool = True, blank_free: bool = False):
         self.source = source
         self.csv_header = csv_header
+        self.hashing = hashing
+        self.blank_free = blank_free
         self.header: bytes | None = None
+        self.n_lines = 0
 
     def __iter__(self) -> Iterator[Chunk]:
         waiting_for_header = self.csv_header
-        for chunk in self.source.chunks():
+        for chunk in self.source.chunks(self.hashing, self.blank_free):
+            self.n_lines += chunk.n_lines
             if waiting_for_header and chunk.records:
                 self.header = chunk.records[0]
                 kept = chunk.kept if chunk.kept is not None else list(range(len(chunk.records)))
-                chunk = Chunk(chunk.records[1:], chunk.first_line, kept[1:])
+                chunk = Chunk(chunk.records[1:], chunk.first_line, kept[1:], chunk.n_lines)
                 waiting_for_header = False
             if chunk.records:
                 yield chunk
@@ -75,8 +79,8 @@ def scan(source: InputFile, spec: InputSpec) -> Scan:
         result.n_records += len(chunk.records)
         if result.n_records % 1_000_000 < len(chunk.records):
             log.info("scanned %d records", result.n_records)
-    result.header, result.compression = records.header, source.compression
-    result.bytes, result.sha256 = source.reader.size, source.reader.digest.hexdigest()
+    result.header, result.compression, result.n_lines = records.header, source.compression, records.n_lines
+    result.bytes, result.sha256 = source.reader.size, source.reader.hexdigest()
     if result.n_records == 0:
         raise SplitError(f"input.uri: {source.uri} holds no records (empty, or only blank lines)")
     for role, coder in coders.items():
@@ -114,6 +118,7 @@ def split_dataset(
     :raises SplitError: naming the line or the numbers that make the split impossible
     """
     source = InputFile(spec.uri, spec.compression, storage_options)
+    fingerprint = source.fingerprint()
     found = scan(source, spec)
     label_codes, group_codes = found.codes.get("label"), found.codes.get("group")
     assignment = assign_folds(cv, found.n_records, label_codes, group_codes, found.values.get("label"))
@@ -125,6 +130,8 @@ def split_dataset(
     storage.remove(fs, [folds_path])  # an earlier, interrupted attempt at this same run
     try:
         _write(fs, folds_path, source, spec, found, assignment, plan)
+        if source.fingerprint() != fingerprint:
+            raise SplitError(f"input.uri: {spec.uri} changed while it was being split; run the split again")
     except BaseException:
         storage.remove(fs, [folds_path])
         raise
@@ -175,13 +182,14 @@ def _write_parts(
         for code, uri in targets.items():
             handles[code] = storage.open_write(fs, _path(fs, uri))
         start = 0
-        for chunk in Records(source, found.header is not None):
+        blank_free = found.n_lines == found.n_records + (found.header is not None)
+        for chunk in Records(source, found.header is not None, hashing=False, blank_free=blank_free):
             end = start + len(chunk.records)
             if end > len(folds):
                 break
             _distribute(chunk.records, folds[start:end], handles)
             start = end
-        if start != found.n_records or source.reader.digest.hexdigest() != found.sha256:
+        if start != found.n_records or source.reader.size != found.bytes:
             raise SplitError(f"input.uri: {spec.uri} changed while it was being split; run the split again")
     except BaseException:
         for handle in handles.values():
