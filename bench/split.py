@@ -16,6 +16,7 @@ reported), and prints for each:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -96,6 +97,7 @@ CONTENDERS = {"ours": ours, "bare_copy": bare_copy, "in_memory": in_memory}
 def measure_once(name: str, source: Path, folds: int) -> dict:
     out = DATA / f"out-{name}"
     shutil.rmtree(out, ignore_errors=True)
+    os.sync()  # flush the previous run's dirty pages, so that no run pays for another's writes
     started = time.perf_counter()
     command = [sys.executable, __file__, "--run", name, str(source), str(out), "--folds", str(folds)]
     result = subprocess.run(command, capture_output=True, text=True)

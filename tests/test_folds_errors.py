@@ -96,15 +96,16 @@ def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
     assert calls and not out.exists()
 
 
-def test_input_changed_between_passes_is_refused(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_input_changed_between_passes_is_refused(tmp_path, monkeypatch, workers):
     from airflow_smx.folds import split as split_module
 
     path = tmp_path / "in.jsonl"
     path.write_bytes(jsonl(50))
     real_scan = split_module.scan
 
-    def scan_then_append(source, spec):
-        found = real_scan(source, spec)
+    def scan_then_append(*args):
+        found = real_scan(*args)
         with path.open("ab") as handle:
             handle.write(b'{"class": "late"}\n')
         return found
@@ -112,7 +113,7 @@ def test_input_changed_between_passes_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(split_module, "scan", scan_then_append)
     out = tmp_path / "run" / "folds"
     with pytest.raises(SplitError, match=r"changed while it was being split"):
-        split_dataset(InputSpec(uri=path.as_uri()), CVSpec(n_splits=3), out.as_uri())
+        split_dataset(InputSpec(uri=path.as_uri()), CVSpec(n_splits=3), out.as_uri(), workers=workers)
     assert not out.exists()
 
 
@@ -121,3 +122,20 @@ def test_records_are_checked_even_without_label_or_group(tmp_path):
         split_text(tmp_path, jsonl(2) + b"not json\n" + jsonl(4))
     with pytest.raises(SplitError, match=r"line 2: malformed CSV"):
         split_text(tmp_path, b'1,a\n2,"b\n3,c\n', "in.csv")
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_line_numbers_are_the_same_when_scanned_in_parallel(tmp_path, workers):
+    good = b"".join(b'{"class": "c%d", "pad": "%s"}\n' % (i % 3, b"x" * (i % 50)) for i in range(3000))
+    bad_at = good.count(b"\n", 0, len(good) * 3 // 4) + 1  # in the last range
+    lines = good.split(b"\n")
+    lines[bad_at - 1] = b'{"class": '
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(SplitError, match=rf"^line {bad_at}: malformed JSON"):
+        split_dataset(InputSpec(uri=path.as_uri(), label="class"), CVSpec(), (tmp_path / "o").as_uri(), workers=workers)
+    lines[bad_at - 1] = b'{"klass": 1}'
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(SplitError, match=rf"^line {bad_at}: label 'class' is missing"):
+        split_dataset(InputSpec(uri=path.as_uri(), label="class"), CVSpec(), (tmp_path / "o").as_uri(), workers=workers)
+    assert not (tmp_path / "o").exists()

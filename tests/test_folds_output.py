@@ -216,3 +216,43 @@ def test_records_across_read_blocks(tmp_path, monkeypatch):
     with pytest.raises(SplitError, match="line 82: malformed JSON"):
         source.write_bytes(raw + b"\n{oops\n")
         split_dataset(InputSpec(uri=source.as_uri(), label="class"), CVSpec(n_splits=4), (tmp_path / "p").as_uri())
+
+
+PARALLEL_CASES = {
+    "jsonl, blank and CRLF lines": (
+        "in.jsonl",
+        b"".join(
+            b'{"class": "%s", "g": %d, "p": "%s"}%s\n'
+            % (b"abc"[i % 3 : i % 3 + 1], i % 17, b"y" * (i % 40), b"\r" * (i % 2))
+            + (b"\n" if i % 97 == 0 else b"")
+            for i in range(5000)
+        ),
+        {"label": "class", "group": "g"},
+    ),
+    "csv with header": (
+        "in.csv",
+        b"id,label,grp\n" + b"".join(b"%d,%s,%d\n" % (i, b"xy"[i % 2 : i % 2 + 1], i % 23) for i in range(4000)),
+        {"label": "label", "group": "grp", "csv_header": True},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", PARALLEL_CASES)
+@pytest.mark.parametrize("strategy", ["stratified", "stratified_group"])
+@pytest.mark.parametrize("holdout", [0.0, 0.2])
+def test_parallel_split_writes_the_same_bytes(tmp_path, case, strategy, holdout):
+    name, raw, spec = PARALLEL_CASES[case]
+    source = tmp_path / name
+    source.write_bytes(raw)
+    cv = CVSpec(strategy=strategy, n_splits=4, holdout=holdout, random_state=3)
+    outputs = {}
+    for workers in (1, 2, 3):
+        out = tmp_path / f"w{workers}"
+        split_dataset(InputSpec(uri=source.as_uri(), **spec), cv, out.as_uri(), workers=workers)
+        outputs[workers] = {
+            p.relative_to(out): p.read_bytes().replace(str(out).encode(), b"OUT")
+            for p in sorted(out.rglob("*"))
+            if p.is_file()
+        }
+    assert outputs[1] == outputs[2] == outputs[3]
+    assert len(outputs[1]) > 5

@@ -15,7 +15,7 @@ import re
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import IO, Any, Union
 
@@ -32,6 +32,18 @@ _BLANK_LINE = re.compile(rb"\n[ \t\r\f\v]*\n")  # starts with a literal: a fast 
 
 class SplitError(ValueError):
     """The input or the request cannot be split; the message names the line or the numbers."""
+
+
+class LineError(SplitError):
+    """A record that cannot be read, at a 1-based line number of the input."""
+
+    def __init__(self, line: int, reason: str):
+        self.line, self.reason = line, reason
+        super().__init__(f"line {line}: {reason}")
+
+    def shifted(self, lines: int) -> LineError:
+        """The same error, for a range of the input that starts ``lines`` lines into it."""
+        return LineError(self.line + lines, self.reason)
 
 
 @dataclass
@@ -95,9 +107,49 @@ class InputFile:
         info = self.fs.info(self.path)
         return tuple(str(info.get(k)) for k in ("size", "mtime", "ETag", "LastModified", "VersionId"))
 
-    def chunks(self, hashing: bool = True, blank_free: bool = False) -> Iterator[Chunk]:
-        """The records block by block; ``blank_free`` (known from an earlier pass) skips the blank-line check."""
+    @property
+    def size(self) -> int:
+        return self.fs.size(self.path)
+
+    def splittable(self) -> bool:
+        """Whether byte ranges can be read apart (by several processes): local and uncompressed."""
+        return self.compression == "none" and storage.is_local(self.fs)
+
+    def line_starts(self, parts: int) -> list[int]:
+        """``parts + 1`` offsets cutting the file into about equal ranges of whole lines."""
+        size = self.size
+        cuts = [0]
+        with self.fs.open(self.path, "rb") as handle:
+            for i in range(1, parts):
+                handle.seek(max(size * i // parts - 1, cuts[-1]))
+                handle.readline()  # to the start of the next line
+                cuts.append(max(min(handle.tell(), size), cuts[-1]))
+        return [*cuts, size]
+
+    def first_record(self) -> bytes | None:
+        """The first non-blank line, without reading the whole file."""
         with storage.open_read(self.fs, self.path) as raw:
+            stream = gzip.GzipFile(fileobj=raw, mode="rb") if self.compression == "gzip" else raw
+            try:
+                for line in stream:
+                    if line.strip():
+                        return line.rstrip(b"\n")
+            except (OSError, EOFError) as error:
+                raise SplitError(f"input.uri: cannot read {self.uri} as {self.compression}: {error}") from None
+        return None
+
+    def chunks(
+        self, hashing: bool = True, blank_free: bool = False, start: int = 0, end: int | None = None
+    ) -> Iterator[Chunk]:
+        """The records block by block, of the bytes ``start:end`` (uncompressed input only) or all.
+
+        :param hashing: hash the stored bytes (``self.reader.hexdigest()`` after the pass)
+        :param blank_free: an earlier pass found no blank line: skip looking for them
+        """
+        with storage.open_read(self.fs, self.path) as raw:
+            if start or end is not None:
+                raw.seek(start)
+                raw = _Bounded(raw, (self.size if end is None else end) - start)
             self.reader = HashingReader(raw, hashing)
             stream = gzip.GzipFile(fileobj=self.reader, mode="rb") if self.compression == "gzip" else self.reader
             try:
@@ -106,6 +158,19 @@ class InputFile:
                 raise SplitError(f"input.uri: cannot read {self.uri} as {self.compression}: {error}") from None
             finally:
                 self.reader.close()
+
+
+class _Bounded:
+    """At most ``remaining`` bytes of a stream."""
+
+    def __init__(self, stream: IO[bytes], remaining: int):
+        self.stream, self.remaining = stream, remaining
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.remaining if size < 0 else min(size, self.remaining)
+        data = self.stream.read(size) if size else b""
+        self.remaining -= len(data)
+        return data
 
 
 def _chunks(stream: IO[bytes] | HashingReader, blank_free: bool = False) -> Iterator[Chunk]:
@@ -156,6 +221,11 @@ class Coder:
         for value in set(values).difference(codes):
             codes[value] = len(codes)
         self.array.extend(map(codes.__getitem__, values))
+
+    def merge(self, values: list[Any], codes: np.ndarray) -> None:
+        """Append codes numbered by another coder whose distinct values were ``values``."""
+        table = np.array([self.codes.setdefault(v, len(self.codes)) for v in values], dtype=np.int32)
+        self.array.frombytes(table[codes].tobytes() if len(codes) else b"")
 
     def finish(self, parse: Callable[[Any], Any] = lambda v: v) -> tuple[np.ndarray, list[Any]]:
         """The codes as a numpy array, and the values in code order (sorted)."""
@@ -228,6 +298,7 @@ class JsonFieldReader:
 
     def __init__(self, fields: dict[str, str]):
         self.fields = fields  # role ("label", "group") -> dotted key
+        self.roles = list(fields)
         paths = list(dict.fromkeys(fields.values()))
         self.decoder = msgspec.json.Decoder(_struct_for(paths))
         self.getters = {role: _getter_for(path, paths) for role, path in fields.items()}
@@ -243,7 +314,7 @@ class JsonFieldReader:
             distinct = set(column)  # checking the few distinct values is cheaper than scanning the column
             if msgspec.UNSET in distinct or None in distinct:
                 index = next(i for i, v in enumerate(column) if v is msgspec.UNSET or v is None)
-                raise SplitError(f"line {chunk.line_number(index)}: {role} {self.fields[role]!r} is missing or null")
+                raise LineError(chunk.line_number(index), f"{role} {self.fields[role]!r} is missing or null")
             values[role] = column
         return values
 
@@ -251,9 +322,9 @@ class JsonFieldReader:
         try:
             return self.decoder.decode(chunk.records[index])
         except msgspec.ValidationError as error:
-            raise SplitError(f"line {chunk.line_number(index)}: {_field_message(error, self.fields)}") from None
+            raise LineError(chunk.line_number(index), _field_message(error, self.fields)) from None
         except msgspec.DecodeError as error:
-            raise SplitError(f"line {chunk.line_number(index)}: malformed JSON ({error})") from None
+            raise LineError(chunk.line_number(index), f"malformed JSON ({error})") from None
 
 
 def _field_message(error: msgspec.ValidationError, fields: dict[str, str]) -> str:
@@ -272,6 +343,7 @@ class CsvFieldReader:
 
     def __init__(self, columns: dict[str, int], names: dict[str, str | int]):
         self.columns = columns  # role -> 0-based column index
+        self.roles = list(columns)
         self.names = names  # role -> what the user called it, for messages
         self.width = max(columns.values()) + 1 if columns else 0
 
@@ -280,37 +352,37 @@ class CsvFieldReader:
         try:
             rows = list(csv.reader(texts, strict=True))
         except csv.Error as error:
-            raise SplitError(self._locate(chunk, texts, str(error))) from None
+            raise self._locate(chunk, texts, str(error)) from None
         if len(rows) != len(texts):
-            raise SplitError(self._locate(chunk, texts, "a quoted field spans lines"))
+            raise self._locate(chunk, texts, "a quoted field spans lines")
         short = [i for i, row in enumerate(rows) if len(row) < self.width]
         if short:
             index = short[0]
             role = next(r for r, c in self.columns.items() if c >= len(rows[index]))
-            raise SplitError(
-                f"line {chunk.line_number(index)}: {role} column {self.names[role]!r} is missing "
-                f"(the record has {len(rows[index])} columns)"
+            raise LineError(
+                chunk.line_number(index),
+                f"{role} column {self.names[role]!r} is missing (the record has {len(rows[index])} columns)",
             )
         return {role: [row[column] for row in rows] for role, column in self.columns.items()}
 
     @staticmethod
-    def _locate(chunk: Chunk, texts: list[str], reason: str) -> str:
+    def _locate(chunk: Chunk, texts: list[str], reason: str) -> LineError:
         for i, text in enumerate(texts):
             try:
                 if len(list(csv.reader([text], strict=True))) != 1:
                     break
             except csv.Error as error:
-                return f"line {chunk.line_number(i)}: malformed CSV ({error})"
+                return LineError(chunk.line_number(i), f"malformed CSV ({error})")
         else:
             i = 0
-        return f"line {chunk.line_number(i)}: malformed CSV ({reason}); records must be one per line"
+        return LineError(chunk.line_number(i), f"malformed CSV ({reason}); records must be one per line")
 
 
 def _decode(chunk: Chunk, index: int) -> str:
     try:
         return chunk.records[index].decode("utf-8")
     except UnicodeDecodeError as error:
-        raise SplitError(f"line {chunk.line_number(index)}: not UTF-8 text ({error.reason})") from None
+        raise LineError(chunk.line_number(index), f"not UTF-8 text ({error.reason})") from None
 
 
 def resolve_columns(header: bytes | None, fields: dict[str, str | int]) -> dict[str, int]:
@@ -340,18 +412,3 @@ def parse_csv_value(values: list[str]) -> Callable[[str], Any]:
             continue
         return kind
     return str
-
-
-@dataclass
-class Scan:
-    """What the first pass learned: record count, input identity, label and group codes."""
-
-    format: str
-    compression: str = "none"
-    n_records: int = 0
-    n_lines: int = 0  # blank lines and the header included
-    bytes: int = 0
-    sha256: str = ""
-    header: bytes | None = None
-    codes: dict[str, np.ndarray] = field(default_factory=dict)
-    values: dict[str, list[Any]] = field(default_factory=dict)

@@ -11,92 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-from collections.abc import Iterator
-from operator import itemgetter
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from airflow_smx import storage
 from airflow_smx.folds.assign import HOLDOUT, Assignment, assign_folds
 from airflow_smx.folds.plan import Fold, FoldPlan
-from airflow_smx.folds.records import (
-    Chunk,
-    Coder,
-    CsvFieldReader,
-    InputFile,
-    JsonFieldReader,
-    Scan,
-    SplitError,
-    detect_format,
-    parse_csv_value,
-    resolve_columns,
-)
+from airflow_smx.folds.records import InputFile, SplitError
+from airflow_smx.folds.scan import Scan, scan
+from airflow_smx.folds.write import write_parts
 from airflow_smx.request import CVSpec, InputSpec
 
 log = logging.getLogger(__name__)
 
 PLAN = "plan.json"
-
-
-class Records:
-    """The input's records, chunk by chunk, with a CSV header line set apart."""
-
-    def __init__(self, source: InputFile, csv_header: bool, hashing: bool = True, blank_free: bool = False):
-        self.source = source
-        self.csv_header = csv_header
-        self.hashing = hashing
-        self.blank_free = blank_free
-        self.header: bytes | None = None
-        self.n_lines = 0
-
-    def __iter__(self) -> Iterator[Chunk]:
-        waiting_for_header = self.csv_header
-        for chunk in self.source.chunks(self.hashing, self.blank_free):
-            self.n_lines += chunk.n_lines
-            if waiting_for_header and chunk.records:
-                self.header = chunk.records[0]
-                kept = chunk.kept if chunk.kept is not None else list(range(len(chunk.records)))
-                chunk = Chunk(chunk.records[1:], chunk.first_line, kept[1:], chunk.n_lines)
-                waiting_for_header = False
-            if chunk.records:
-                yield chunk
-
-
-def scan(source: InputFile, spec: InputSpec) -> Scan:
-    """First pass: count records, hash the input, extract label and group codes."""
-    fields = {role: key for role, key in (("label", spec.label), ("group", spec.group)) if key is not None}
-    records = Records(source, spec.csv_header and spec.format != "jsonl")
-    result = Scan(format=spec.format)
-    coders = {role: Coder(role) for role in fields}
-    reader: JsonFieldReader | CsvFieldReader | None = None
-    for chunk in records:
-        if reader is None:
-            result.format = spec.format if spec.format != "auto" else detect_format(source.uri, chunk.records[0])
-            reader = _field_reader(result.format, fields, records.header)
-        for role, values in reader.read(chunk).items():
-            coders[role].add(values)
-        result.n_records += len(chunk.records)
-        if result.n_records % 1_000_000 < len(chunk.records):
-            log.info("scanned %d records", result.n_records)
-    result.header, result.compression, result.n_lines = records.header, source.compression, records.n_lines
-    result.bytes, result.sha256 = source.reader.size, source.reader.hexdigest()
-    if result.n_records == 0:
-        raise SplitError(f"input.uri: {source.uri} holds no records (empty, or only blank lines)")
-    for role, coder in coders.items():
-        parse = parse_csv_value(list(coder.codes)) if result.format == "csv" else (lambda v: v)
-        result.codes[role], result.values[role] = coder.finish(parse)
-    return result
-
-
-def _field_reader(fmt: str, fields: dict[str, Any], header: bytes | None) -> JsonFieldReader | CsvFieldReader:
-    if fmt == "jsonl":
-        wrong = {role: key for role, key in fields.items() if not isinstance(key, str)}
-        if wrong:
-            role = next(iter(wrong))
-            raise SplitError(f"input.{role}: JSON Lines records are read by key, not by column index {wrong[role]}")
-        return JsonFieldReader(fields)
-    return CsvFieldReader(resolve_columns(header, fields), fields)
 
 
 def split_dataset(
@@ -106,6 +35,7 @@ def split_dataset(
     *,
     assemble_train: bool = False,
     storage_options: dict[str, Any] | None = None,
+    workers: int | None = None,
 ) -> FoldPlan:
     """Split ``spec``'s input into folds under ``folds_uri`` and return the plan.
 
@@ -115,13 +45,16 @@ def split_dataset(
     :param assemble_train: also write each fold's train records as one file (for channels
         that need a single object: ``AugmentedManifestFile``, ``S3Prefix``)
     :param storage_options: fsspec options for both input and output (credentials, endpoint)
+    :param workers: processes for a local uncompressed input (None: one per CPU, up to 4, from
+        64 MiB on); the folds are the same whatever the number
     :raises SplitError: naming the line or the numbers that make the split impossible
     """
     source = InputFile(spec.uri, spec.compression, storage_options)
     fingerprint = source.fingerprint()
-    found = scan(source, spec)
+    found = scan(source, spec, workers)
     label_codes, group_codes = found.codes.get("label"), found.codes.get("group")
     assignment = assign_folds(cv, found.n_records, label_codes, group_codes, found.values.get("label"))
+    found.identify()
     plan = _plan(spec, cv, folds_uri, found, assignment, assemble_train)
     fs, folds_path = storage.filesystem(folds_uri, storage_options)
     if _already_split(fs, folds_path, plan):
@@ -155,7 +88,7 @@ def _write(
         targets = {f.index - repeat * plan.n_splits: f.validation for f in plan.folds if f.repeat == repeat}
         if repeat == 0 and plan.holdout:
             targets[HOLDOUT] = plan.holdout
-        _write_parts(fs, source, spec, found, assignment.folds[repeat], targets)
+        write_parts(fs, source, found, assignment.folds[repeat], {c: _path(fs, u) for c, u in targets.items()})
         log.info("wrote the parts of repeat %d of %d", repeat + 1, assignment.n_repeats)
     for fold in plan.folds:
         manifest = [{"prefix": plan.prefix + "/"}, *(storage.relative(p, plan.prefix) for p in fold.train_parts)]
@@ -171,45 +104,6 @@ def _write(
 
 def _path(fs: Any, uri: str) -> str:
     return fs._strip_protocol(uri)
-
-
-def _write_parts(
-    fs: Any, source: InputFile, spec: InputSpec, found: Scan, folds: np.ndarray, targets: dict[int, str]
-) -> None:
-    """Second pass: each record goes to the part of the fold it validates in."""
-    handles: dict[int, IO[bytes]] = {}
-    try:
-        for code, uri in targets.items():
-            handles[code] = storage.open_write(fs, _path(fs, uri))
-        start = 0
-        blank_free = found.n_lines == found.n_records + (found.header is not None)
-        for chunk in Records(source, found.header is not None, hashing=False, blank_free=blank_free):
-            end = start + len(chunk.records)
-            if end > len(folds):
-                break
-            _distribute(chunk.records, folds[start:end], handles)
-            start = end
-        if start != found.n_records or source.reader.size != found.bytes:
-            raise SplitError(f"input.uri: {spec.uri} changed while it was being split; run the split again")
-    except BaseException:
-        for handle in handles.values():
-            storage.discard(handle)
-        raise
-    for handle in handles.values():
-        handle.close()
-
-
-def _distribute(records: list[bytes], codes: np.ndarray, handles: dict[int, IO[bytes]]) -> None:
-    # One stable sort groups the chunk's records by fold, keeping file order within a fold.
-    order = np.argsort(codes, kind="stable")
-    present, starts = np.unique(codes[order], return_index=True)
-    ordered = itemgetter(*order.tolist())(records) if len(records) > 1 else tuple(records)
-    ends = [*starts[1:].tolist(), len(records)]
-    for code, begin, end in zip(present.tolist(), starts.tolist(), ends, strict=True):
-        handle = handles.get(code)
-        if handle is not None:
-            handle.write(b"\n".join(ordered[begin:end]))
-            handle.write(b"\n")
 
 
 def _extension(uri: str, fmt: str) -> str:

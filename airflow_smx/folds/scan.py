@@ -1,0 +1,231 @@
+"""The first pass: count and check every record, hash the input, extract label and group codes.
+
+A large, uncompressed local input is scanned by several processes at once, each over a byte
+range of whole lines (forked, so nothing is imported again); their results are merged in file
+order, so the outcome, errors and line numbers included, equals a single-process scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+from array import array
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from airflow_smx import storage
+from airflow_smx.folds.records import (
+    Chunk,
+    Coder,
+    CsvFieldReader,
+    InputFile,
+    JsonFieldReader,
+    LineError,
+    SplitError,
+    detect_format,
+    parse_csv_value,
+    resolve_columns,
+)
+from airflow_smx.request import InputSpec
+
+log = logging.getLogger(__name__)
+
+PARALLEL_MIN_BYTES = 64 << 20  # below this, forking costs more than it saves
+MAX_WORKERS = 4
+_FORKED: dict[str, Any] = {}  # what forked workers inherit from the parent
+
+
+class Records:
+    """The input's records (of one byte range, or all), chunk by chunk, the CSV header set apart."""
+
+    def __init__(
+        self,
+        source: InputFile,
+        skip_header: bool,
+        hashing: bool = True,
+        blank_free: bool = False,
+        start: int = 0,
+        end: int | None = None,
+    ):
+        self.source = source
+        self.skip_header = skip_header
+        self.options = {"hashing": hashing, "blank_free": blank_free, "start": start, "end": end}
+        self.n_lines = 0
+
+    def __iter__(self) -> Iterator[Chunk]:
+        waiting_for_header = self.skip_header
+        for chunk in self.source.chunks(**self.options):
+            self.n_lines += chunk.n_lines
+            if waiting_for_header and chunk.records:
+                kept = chunk.kept if chunk.kept is not None else list(range(len(chunk.records)))
+                chunk = Chunk(chunk.records[1:], chunk.first_line, kept[1:], chunk.n_lines)
+                waiting_for_header = False
+            if chunk.records:
+                yield chunk
+
+
+@dataclass
+class Scan:
+    """What the first pass learned: record count, input identity, label and group codes."""
+
+    format: str
+    compression: str = "none"
+    header: bytes | None = None
+    n_records: int = 0
+    n_lines: int = 0  # blank lines and the header included
+    bytes: int = 0
+    sha256: str = ""
+    checksum: Future[tuple[int, str]] | None = None  # bytes and sha256, still being computed
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
+    values: dict[str, list[Any]] = field(default_factory=dict)
+    cuts: list[int] | None = None  # byte ranges scanned apart (parallel scans only)
+    range_records: list[int] | None = None  # records per range
+    lengths: np.ndarray | None = None  # bytes per record, without "\n" (parallel scans only)
+
+    def identify(self) -> None:
+        """Wait for the input's size and sha256 if they are still being computed."""
+        if self.checksum is not None:
+            self.bytes, self.sha256 = self.checksum.result()
+            self.checksum = None
+
+    @property
+    def blank_free(self) -> bool:
+        return self.n_lines == self.n_records + (self.header is not None)
+
+
+@dataclass
+class RangeScan:
+    n_records: int
+    n_lines: int
+    values: dict[str, list[Any]]
+    codes: dict[str, np.ndarray]
+    lengths: np.ndarray | None
+
+
+def scan(source: InputFile, spec: InputSpec, workers: int | None = None) -> Scan:
+    """Scan ``source`` once; every problem is raised before anything is written.
+
+    :param workers: processes for a splittable input; None picks by size and CPUs
+    """
+    first = source.first_record()
+    if first is None:
+        raise SplitError(f"input.uri: {source.uri} holds no records (empty, or only blank lines)")
+    fmt = spec.format if spec.format != "auto" else detect_format(source.uri, first)
+    header = first if spec.csv_header and fmt == "csv" else None
+    fields = {role: key for role, key in (("label", spec.label), ("group", spec.group)) if key is not None}
+    reader = _field_reader(fmt, fields, header)  # a CSV column missing from the header fails here
+    result = Scan(format=fmt, compression=source.compression, header=header)
+    processes = _processes(source, workers)
+    if processes > 1:
+        _scan_parallel(source, reader, result, processes)
+    else:
+        records = Records(source, header is not None)
+        _merge(result, [_scan_range(records, reader, lengths=False)])
+        result.bytes, result.sha256 = source.reader.size, source.reader.hexdigest()
+    if result.n_records == 0:
+        raise SplitError(f"input.uri: {source.uri} holds no records (empty, or only blank lines)")
+    return result
+
+
+def _processes(source: InputFile, workers: int | None) -> int:
+    if not source.splittable() or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    if workers is None:
+        if source.size < PARALLEL_MIN_BYTES:
+            return 1
+        workers = min(
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, MAX_WORKERS
+        )
+    return max(1, workers)
+
+
+def _field_reader(fmt: str, fields: dict[str, Any], header: bytes | None) -> JsonFieldReader | CsvFieldReader:
+    if fmt == "jsonl":
+        wrong = {role: key for role, key in fields.items() if not isinstance(key, str)}
+        if wrong:
+            role = next(iter(wrong))
+            raise SplitError(f"input.{role}: JSON Lines records are read by key, not by column index {wrong[role]}")
+        return JsonFieldReader(fields)
+    return CsvFieldReader(resolve_columns(header, fields), fields)
+
+
+def _scan_range(records: Records, reader: JsonFieldReader | CsvFieldReader, lengths: bool) -> RangeScan:
+    coders = {role: Coder(role) for role in reader.roles}
+    sizes = array("I") if lengths else None
+    n = 0
+    for chunk in records:
+        for role, values in reader.read(chunk).items():
+            coders[role].add(values)
+        if sizes is not None:
+            sizes.extend(map(len, chunk.records))
+        n += len(chunk.records)
+        if n % 1_000_000 < len(chunk.records):
+            log.info("scanned %d records", n)
+    return RangeScan(
+        n_records=n,
+        n_lines=records.n_lines,
+        values={role: list(c.codes) for role, c in coders.items()},
+        codes={role: np.frombuffer(c.array, dtype=np.int32) for role, c in coders.items()},
+        lengths=np.frombuffer(sizes, dtype=np.uint32) if sizes is not None else None,
+    )
+
+
+def _merge(result: Scan, ranges: list[RangeScan]) -> None:
+    """Join range scans in file order; label and group codes end up numbered in value order."""
+    for role in ranges[0].codes:
+        coder = Coder(role)
+        for part in ranges:
+            coder.merge(part.values[role], part.codes[role])
+        parse = parse_csv_value(list(coder.codes)) if result.format == "csv" else (lambda v: v)
+        result.codes[role], result.values[role] = coder.finish(parse)
+    result.n_records = sum(r.n_records for r in ranges)
+    result.n_lines = sum(r.n_lines for r in ranges)
+    if ranges[0].lengths is not None:
+        result.range_records = [r.n_records for r in ranges]
+        result.lengths = np.concatenate([r.lengths for r in ranges])
+
+
+def _scan_parallel(source: InputFile, reader: JsonFieldReader | CsvFieldReader, result: Scan, processes: int) -> None:
+    cuts = source.line_starts(processes)
+    _FORKED["scan"] = (source, reader, result.header is not None, cuts)
+    try:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            outcomes = pool.map(_scan_worker, range(processes))
+    finally:
+        _FORKED.pop("scan", None)
+    lines = 0
+    for outcome in outcomes:
+        if isinstance(outcome, tuple):  # (line, reason) of the range's first bad record
+            raise LineError(*outcome).shifted(lines)
+        lines += outcome.n_lines
+    _merge(result, outcomes)
+    result.cuts = cuts
+    # The checksum reads the file once more on a thread (hashlib releases the GIL) while the
+    # caller assigns folds; Scan.identify() waits for it.
+    hasher = ThreadPoolExecutor(max_workers=1)
+    result.checksum = hasher.submit(_hash, source)
+    hasher.shutdown(wait=False)
+
+
+def _scan_worker(index: int) -> RangeScan | tuple[int, str]:
+    source, reader, header, cuts = _FORKED["scan"]
+    records = Records(source, header and index == 0, hashing=False, start=cuts[index], end=cuts[index + 1])
+    try:
+        return _scan_range(records, reader, lengths=True)
+    except LineError as error:  # line numbers are the range's own; the parent shifts them
+        return (error.line, error.reason)
+
+
+def _hash(source: InputFile) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with storage.open_read(source.fs, source.path) as handle:
+        for block in iter(lambda: handle.read(storage.BLOCK), b""):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
