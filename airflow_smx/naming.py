@@ -1,9 +1,23 @@
-"""Names derived from a request: the CV run id (storage prefix). No Airflow import."""
+"""Names derived from a request and its run's timestamp. No Airflow import.
+
+SageMaker names (training jobs, trials) must match ``[a-zA-Z0-9](-*[a-zA-Z0-9])*`` and be short
+(63 characters for a job); a job name is unique in an account and region forever. The names
+keep SMX-Validator's shape, ``crossvalidator-{name}-{YYYYMMDD}-{HHMMSS}-fold{i}``; a name that
+does not fit is cut and given a short hash of the whole name, so two long names that share a
+beginning still give different jobs.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
+
+PREFIX = "crossvalidator-"
+MAX_JOB_NAME = 63
+MAX_TRIAL_NAME = 120
+HASH_LENGTH = 8
+VALID_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 
 
 def clean_name(name: str) -> str:
@@ -11,6 +25,34 @@ def clean_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
 
 
+def timestamp(when: datetime) -> str:
+    return f"{when:%Y%m%d-%H%M%S}"
+
+
 def cv_run_id(name: str, when: datetime) -> str:
     """``{name}-{YYYYMMDD}-{HHMMSS}``: the run's folder under the output URI."""
-    return f"{clean_name(name)}-{when:%Y%m%d-%H%M%S}"
+    return f"{clean_name(name)}-{timestamp(when)}"
+
+
+def training_job_name(name: str, when: datetime, fold: int) -> str:
+    """``crossvalidator-{name}-{YYYYMMDD}-{HHMMSS}-fold{fold}``, valid and at most 63 characters."""
+    return fit_name(PREFIX, name, f"-{timestamp(when)}-fold{fold}", MAX_JOB_NAME)
+
+
+def trial_name(name: str, when: datetime) -> str:
+    """The SageMaker Experiments trial of one CV run: ``crossvalidator-{name}-{YYYYMMDD}-{HHMMSS}``."""
+    return fit_name(PREFIX, name, f"-{timestamp(when)}", MAX_TRIAL_NAME)
+
+
+def fit_name(prefix: str, name: str, suffix: str, limit: int) -> str:
+    """``prefix + clean(name) + suffix``, the name cut and hashed if the whole would exceed ``limit``."""
+    clean = clean_name(name)
+    whole = f"{prefix}{clean}{suffix}"
+    if len(whole) <= limit:
+        return whole
+    digest = hashlib.sha256(name.encode()).hexdigest()[:HASH_LENGTH]
+    room = limit - len(prefix) - len(suffix) - len(digest) - 1
+    if room < 0:
+        raise ValueError(f"no valid name fits {limit} characters with {prefix!r} and {suffix!r}")
+    head = clean[:room].rstrip("-")
+    return f"{prefix}{head}-{digest}{suffix}" if head else f"{prefix}{digest}{suffix}"

@@ -22,7 +22,7 @@ Strategy = Literal["kfold", "stratified", "group", "stratified_group"]
 Backend = Literal["local", "sagemaker"]
 URI_SCHEMES = ("s3://", "file://")
 MAX_FOLDS = 1024  # Airflow's default [core] max_map_length: one mapped task per fold
-RESERVED_TAGS = 3  # fold index, CV run id and created_by are added to every job
+RESERVED_TAGS = 4  # fold_name, crossvalidator_job_name, created_by and airflow_run_id on every job
 MAX_USER_TAGS = 50 - RESERVED_TAGS
 JSON_EXTENSIONS = (".jsonl", ".json", ".ndjson", ".manifest")
 CSV_EXTENSIONS = (".csv", ".txt")
@@ -417,7 +417,7 @@ class CVRequest(_Model):
         default_factory=list,
         max_length=MAX_USER_TAGS,
         title="Tags",
-        description="Added to every training job, besides fold index, CV run id and created_by.",
+        description="Added to every training job, besides fold_name, crossvalidator_job_name, created_by and airflow_run_id.",
     )
     metrics: MetricsSpec = Field(default_factory=MetricsSpec, title="Metrics")
     min_successful_folds: int | None = Field(

@@ -1,0 +1,109 @@
+"""One CreateTrainingJob request per fold, from the CV request and the split's plan. No Airflow.
+
+The request's ``training`` section is passed through untouched but for what changes per fold:
+the job name, the two channels, the hyperparameter placeholders, tags and ExperimentConfig.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from typing import Any
+
+from airflow_smx import storage
+from airflow_smx.folds.plan import Fold, FoldPlan
+from airflow_smx.naming import cv_run_id, training_job_name, trial_name
+from airflow_smx.request import ChannelSpec, CVRequest
+
+CREATED_BY = "airflow-smx"
+
+
+def substitute(hyperparameters: dict[str, str], values: dict[str, Any]) -> dict[str, str]:
+    """Replace SMX-Validator's placeholders inside every value (plain text replacement, as it does)."""
+    result = {}
+    for key, text in hyperparameters.items():
+        for placeholder, value in values.items():
+            text = text.replace(placeholder, str(value))
+        result[key] = text
+    return result
+
+
+def channel(spec: ChannelSpec, uri: str) -> dict[str, Any]:
+    """One InputDataConfig entry pointing at ``uri``."""
+    source = {
+        "S3DataType": spec.S3DataType,
+        "S3Uri": uri,
+        "S3DataDistributionType": spec.S3DataDistributionType,
+    }
+    if spec.AttributeNames:
+        source["AttributeNames"] = list(spec.AttributeNames)
+    entry: dict[str, Any] = {"ChannelName": spec.ChannelName, "DataSource": {"S3DataSource": source}}
+    for field in ("ContentType", "InputMode", "RecordWrapperType", "CompressionType"):
+        value = getattr(spec, field)
+        if value is not None:
+            entry[field] = value
+    return entry
+
+
+def train_uri(spec: ChannelSpec, fold: Fold) -> str:
+    """A ManifestFile channel reads the manifest; the others need the assembled train file."""
+    if spec.S3DataType == "ManifestFile":
+        return fold.train_manifest
+    if fold.train_file is None:
+        raise ValueError(f"fold {fold.index}: the {spec.S3DataType} train channel needs an assembled train file")
+    return fold.train_file
+
+
+def fold_training_config(
+    request: CVRequest,
+    plan: FoldPlan,
+    fold: Fold,
+    when: datetime,
+    run_id: str,
+    role_arn: str | None = None,
+) -> dict[str, Any]:
+    """The CreateTrainingJob request of ``fold``.
+
+    :param when: the CV run's timestamp (the DAG run's, never the clock): names derive from it
+    :param run_id: the Airflow DAG run id, tagged on the job so a name reused by another run is noticed
+    :param role_arn: the deployment's execution role, for requests that do not name one
+    """
+    config = copy.deepcopy(request.training.model_dump(exclude_none=True))
+    config["TrainingJobName"] = training_job_name(request.name, when, fold.index)
+    config["HyperParameters"] = substitute(
+        config.get("HyperParameters", {}),
+        {
+            "${num_training_samples}": fold.n_train,
+            "${num_validation_samples}": fold.n_validation,
+            "${num_classes}": plan.n_classes,
+            "${fold}": fold.index,
+        },
+    )
+    if not config["HyperParameters"]:
+        del config["HyperParameters"]
+    config["InputDataConfig"] = [
+        channel(request.channels.train, train_uri(request.channels.train, fold)),
+        channel(request.channels.validation, fold.validation),
+    ]
+    models = storage.join(request.output_uri, cv_run_id(request.name, when), "models")
+    config.setdefault("OutputDataConfig", {"S3OutputPath": models})
+    if role_arn and "RoleArn" not in config:
+        config["RoleArn"] = role_arn
+    config["Tags"] = [*(t.model_dump() for t in request.tags), *run_tags(request, when, fold.index, run_id)]
+    if request.experiment.enabled:
+        config["ExperimentConfig"] = {
+            "ExperimentName": request.experiment_name,
+            "TrialName": trial_name(request.name, when),
+            "TrialComponentDisplayName": f"TrainingJob-fold{fold.index}",
+        }
+    return config
+
+
+def run_tags(request: CVRequest, when: datetime, fold: int, run_id: str) -> list[dict[str, str]]:
+    """SMX-Validator's tags (fold_name, crossvalidator_job_name, created_by) and the Airflow run id."""
+    return [
+        {"Key": "fold_name", "Value": f"fold{fold}"},
+        {"Key": "crossvalidator_job_name", "Value": trial_name(request.name, when)},
+        {"Key": "created_by", "Value": CREATED_BY},
+        {"Key": "airflow_run_id", "Value": run_id[:256]},
+    ]
