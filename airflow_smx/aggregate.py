@@ -1,0 +1,170 @@
+"""Every fold's outcome into one cross-validation result. No Airflow.
+
+Input: one :class:`FoldOutcome` per fold (the DescribeTrainingJob of its job, or why there is
+none). Output: ``cv_result.json``, whose top level keeps SMX-Validator's output keys
+(``job_config``, ``crossvalidation``, ``training``, ``splits``) and adds ``summary``, and a
+plain-text report with the per-fold table.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from scipy import stats
+
+from airflow_smx.request import CVRequest
+
+CONFIDENCE = 0.95
+
+
+@dataclass
+class FoldOutcome:
+    """What became of one fold's job."""
+
+    fold: int
+    job_name: str
+    description: dict[str, Any] | None  # DescribeTrainingJob, JSON-clean; None if the job never started
+    error: str | None = None  # why the task failed, when there is no description to say it
+
+    @property
+    def status(self) -> str:
+        return (self.description or {}).get("TrainingJobStatus", "NotStarted")
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "Completed"
+
+    @property
+    def reason(self) -> str | None:
+        return (self.description or {}).get("FailureReason") or self.error
+
+
+def metric_summary(values: dict[int, float]) -> dict[str, Any]:
+    """n, mean, sample std, min, max and a 95% t-interval of the mean over folds."""
+    numbers = list(values.values())
+    n = len(numbers)
+    mean = statistics.fmean(numbers)
+    std = statistics.stdev(numbers) if n > 1 else None
+    if std is not None:
+        half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * std / math.sqrt(n)
+        interval = [mean - half, mean + half]
+    else:
+        interval = None
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "min": min(numbers),
+        "max": max(numbers),
+        "ci95": interval,
+        "values": {str(fold): value for fold, value in sorted(values.items())},
+    }
+
+
+def summarize(request: CVRequest, outcomes: list[FoldOutcome], cv_run_id: str) -> dict[str, Any]:
+    """The run's summary: metrics over successful folds, failures, cost, and whether it passed."""
+    succeeded = [o for o in outcomes if o.succeeded]
+    per_metric: dict[str, dict[int, float]] = {}
+    for outcome in succeeded:
+        for metric in outcome.description.get("FinalMetricDataList", []):
+            per_metric.setdefault(metric["MetricName"], {})[outcome.fold] = float(metric["Value"])
+    metrics = {name: metric_summary(values) for name, values in sorted(per_metric.items())}
+    summary = {
+        "cv_run_id": cv_run_id,
+        "n_folds": len(outcomes),
+        "succeeded": len(succeeded),
+        "failed": len(outcomes) - len(succeeded),
+        "required": request.required_folds,
+        "success": len(succeeded) >= request.required_folds,
+        "objective": _objective(request, metrics),
+        "metrics": metrics,
+        "failures": [
+            {"fold": o.fold, "job_name": o.job_name, "status": o.status, "reason": o.reason}
+            for o in outcomes
+            if not o.succeeded
+        ],
+        "cost": _cost(outcomes),
+    }
+    return summary
+
+
+def _objective(request: CVRequest, metrics: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    name = request.metrics.objective
+    if name is None:
+        return None
+    found = metrics.get(name)
+    result: dict[str, Any] = {"metric": name, "direction": request.metrics.direction, "found": found is not None}
+    if found:
+        pick = max if request.metrics.direction == "maximize" else min
+        best = pick(found["values"].items(), key=lambda item: item[1])
+        result.update({"mean": found["mean"], "std": found["std"], "ci95": found["ci95"], "best_fold": int(best[0])})
+    return result
+
+
+def _cost(outcomes: list[FoldOutcome]) -> dict[str, Any]:
+    billable = training = 0.0
+    for outcome in outcomes:
+        description = outcome.description or {}
+        instances = int(description.get("ResourceConfig", {}).get("InstanceCount", 1))
+        billable += float(description.get("BillableTimeInSeconds") or 0) * instances
+        training += float(description.get("TrainingTimeInSeconds") or 0) * instances
+    return {
+        "billable_instance_seconds": billable,
+        "training_instance_seconds": training,
+        "spot_savings": (1 - billable / training) if training and billable <= training else None,
+    }
+
+
+def cv_result(request: CVRequest, outcomes: list[FoldOutcome], cv_run_id: str, original: dict[str, Any]) -> dict:
+    """``cv_result.json``: SMX-Validator's output keys, then ``summary`` and ``request``.
+
+    :param original: the conf as the user sent it (SMX-Validator's sections are echoed from it)
+    """
+    summary = summarize(request, outcomes, cv_run_id)
+    return {
+        "job_config": original.get("job_config")
+        or {"name": request.name, "input_path": request.input.uri, "output_prefix": request.output_uri},
+        "crossvalidation": original.get("crossvalidation") or request.cv.model_dump(mode="json"),
+        "training": original.get("training") or request.training.model_dump(mode="json", exclude_none=True),
+        "splits": [
+            o.description or {"TrainingJobName": o.job_name, "TrainingJobStatus": o.status, "FailureReason": o.reason}
+            for o in outcomes
+        ],
+        "summary": summary,
+        "request": request.model_dump(mode="json"),
+    }
+
+
+def report(summary: dict[str, Any], outcomes: list[FoldOutcome]) -> str:
+    """A readable per-fold table with the mean, std and interval of every metric."""
+    names = list(summary["metrics"])
+    header = ["fold", "status", *names]
+    rows = []
+    for outcome in outcomes:
+        values = [summary["metrics"][m]["values"].get(str(outcome.fold)) for m in names]
+        rows.append([str(outcome.fold), outcome.status, *(_number(v) for v in values)])
+    for label, key in (("mean", "mean"), ("std", "std"), ("min", "min"), ("max", "max")):
+        rows.append([label, "", *(_number(summary["metrics"][m][key]) for m in names)])
+    rows.append(["ci95", "", *(_interval(summary["metrics"][m]["ci95"]) for m in names)])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *rows]]
+    verdict = "succeeded" if summary["success"] else "FAILED"
+    lines.insert(
+        0,
+        f"CV run {summary['cv_run_id']}: {summary['succeeded']}/{summary['n_folds']} folds "
+        f"succeeded ({summary['required']} required): {verdict}",
+    )
+    for failure in summary["failures"]:
+        lines.append(f"fold {failure['fold']} ({failure['job_name']}): {failure['status']}: {failure['reason']}")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def _interval(value: list[float] | None) -> str:
+    return "-" if value is None else f"[{value[0]:.4g}, {value[1]:.4g}]"

@@ -1,0 +1,96 @@
+"""Aggregating fold outcomes: statistics, failures, cost, and the run's verdict."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+from scipy import stats
+
+from airflow_smx.aggregate import FoldOutcome, cv_result, report, summarize
+from airflow_smx.request import parse_request
+
+ACCURACY = [0.81, 0.84, 0.79, 0.86, 0.80]
+
+
+def request(**overrides):
+    return parse_request(
+        {
+            "name": "demo",
+            "input": {"uri": "s3://b/in.jsonl"},
+            "output_uri": "s3://b/out",
+            "metrics": {"objective": "validation:accuracy", "direction": "maximize"},
+            **overrides,
+        }
+    )
+
+
+def completed(fold: int, accuracy: float, billable: int = 100, training: int = 250, instances: int = 2):
+    return FoldOutcome(
+        fold=fold,
+        job_name=f"crossvalidator-demo-20261129-165941-fold{fold}",
+        description={
+            "TrainingJobStatus": "Completed",
+            "FinalMetricDataList": [
+                {"MetricName": "validation:accuracy", "Value": accuracy, "Timestamp": "2026-11-29T17:00:00+00:00"},
+                {"MetricName": "train:loss", "Value": 1 - accuracy, "Timestamp": "2026-11-29T17:00:00+00:00"},
+            ],
+            "BillableTimeInSeconds": billable,
+            "TrainingTimeInSeconds": training,
+            "ResourceConfig": {"InstanceCount": instances},
+        },
+    )
+
+
+def test_statistics_over_folds():
+    outcomes = [completed(i, a) for i, a in enumerate(ACCURACY)]
+    summary = summarize(request(), outcomes, "demo-20261129-165941")
+    accuracy = summary["metrics"]["validation:accuracy"]
+    std = statistics.stdev(ACCURACY)
+    half = stats.t.ppf(0.975, 4) * std / math.sqrt(5)
+    assert accuracy["n"] == 5 and accuracy["mean"] == pytest.approx(0.82)
+    assert accuracy["std"] == pytest.approx(std) and (accuracy["min"], accuracy["max"]) == (0.79, 0.86)
+    assert accuracy["ci95"] == pytest.approx([0.82 - half, 0.82 + half])
+    assert accuracy["values"] == {str(i): a for i, a in enumerate(ACCURACY)}
+    assert summary["objective"]["best_fold"] == 3 and summary["success"] is True
+    assert summary["cost"] == {
+        "billable_instance_seconds": 1000.0,
+        "training_instance_seconds": 2500.0,
+        "spot_savings": pytest.approx(0.6),
+    }
+
+
+def test_failed_folds_are_named_and_decide_the_verdict():
+    outcomes = [completed(i, a) for i, a in enumerate(ACCURACY[:3])]
+    outcomes.append(
+        FoldOutcome(3, "job-3", {"TrainingJobStatus": "Failed", "FailureReason": "AlgorithmError: out of memory"})
+    )
+    outcomes.append(FoldOutcome(4, "job-4", None, error="ResourceLimitExceeded after 5 attempts"))
+    strict = summarize(request(), outcomes, "r")
+    assert strict["success"] is False and (strict["succeeded"], strict["failed"], strict["required"]) == (3, 2, 5)
+    assert strict["failures"] == [
+        {"fold": 3, "job_name": "job-3", "status": "Failed", "reason": "AlgorithmError: out of memory"},
+        {"fold": 4, "job_name": "job-4", "status": "NotStarted", "reason": "ResourceLimitExceeded after 5 attempts"},
+    ]
+    assert strict["metrics"]["validation:accuracy"]["n"] == 3
+    assert summarize(request(min_successful_folds=3), outcomes, "r")["success"] is True
+    text = report(strict, outcomes)
+    assert "3/5 folds succeeded (5 required): FAILED" in text
+    assert "fold 3 (job-3): Failed: AlgorithmError: out of memory" in text
+
+
+def test_cv_result_keeps_smx_validator_keys():
+    outcomes = [completed(i, a) for i, a in enumerate(ACCURACY)]
+    original = {"job_config": {"name": "demo"}, "crossvalidation": {"n_splits": 5}, "training": {"x": 1}}
+    result = cv_result(request(), outcomes, "r", original)
+    assert list(result)[:5] == ["job_config", "crossvalidation", "training", "splits", "summary"]
+    assert result["job_config"] == {"name": "demo"} and len(result["splits"]) == 5
+    assert cv_result(request(), outcomes, "r", {})["job_config"]["input_path"] == "s3://b/in.jsonl"
+
+
+def test_a_single_fold_has_no_spread():
+    summary = summarize(request(), [completed(0, 0.9)], "r")
+    assert summary["metrics"]["validation:accuracy"]["std"] is None
+    assert summary["metrics"]["validation:accuracy"]["ci95"] is None
+    assert "ci95" in report(summary, [completed(0, 0.9)])
