@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,8 +54,8 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """A fresh bucket named ``bucket`` on moto, with credentials and endpoint in the environment."""
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> object:
+    """A fresh moto (every service reset) with a bucket named ``bucket``; credentials and endpoint in the environment."""
     import boto3
     import fsspec
 
@@ -66,10 +67,15 @@ def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     }.items():
         monkeypatch.setenv(key, value)
     fsspec.filesystem("s3").clear_instance_cache()
+    urllib.request.urlopen(urllib.request.Request(f"{s3_endpoint}/moto-api/reset", method="POST")).close()
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     client.create_bucket(Bucket="bucket")
-    yield client
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket="bucket"):
-        for item in page.get("Contents", []):
-            client.delete_object(Bucket="bucket", Key=item["Key"])
-    client.delete_bucket(Bucket="bucket")
+    return client
+
+
+@pytest.fixture
+def sagemaker(s3, monkeypatch):
+    """moto's SageMaker with jobs that stay InProgress until a test finishes them, and a working StopTrainingJob."""
+    from tests.sagemaker_fake import FakeSageMaker
+
+    return FakeSageMaker(monkeypatch)

@@ -1,0 +1,88 @@
+"""moto's SageMaker, filled in where it falls short of the real service.
+
+moto completes every training job at creation, has no StopTrainingJob, and never refuses a
+create. The fake records every create and stop, starts jobs InProgress, lets a test drive a job
+to its end with metrics and billing, and can refuse creates with ResourceLimitExceeded. It
+patches moto's backend and responses classes, so it works through moto's server as well.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from moto.sagemaker import models, responses
+from moto.sagemaker.exceptions import SagemakerClientError, ValidationError
+
+
+class LimitExceeded(SagemakerClientError):
+    code = "ResourceLimitExceeded"
+
+    def __init__(self) -> None:
+        super().__init__("The account-level service limit 'ml.m5.large for training job usage' is 1 Instances")
+
+
+class FakeSageMaker:
+    def __init__(self, monkeypatch: Any):
+        self.creates: list[dict[str, Any]] = []
+        self.stops: list[str] = []
+        self.refuse_creates = 0
+        self.lock = threading.Lock()
+        original_create = models.SageMakerModelBackend.create_training_job
+        fake = self
+
+        def create_training_job(backend, training_job_name, *args, **kwargs):
+            with fake.lock:
+                fake.creates.append({"name": training_job_name, **kwargs})
+                if fake.refuse_creates:
+                    fake.refuse_creates -= 1
+                    raise LimitExceeded()
+            result = original_create(backend, training_job_name, *args, **kwargs)
+            job = backend.training_jobs[training_job_name]
+            job.training_job_status, job.secondary_status = "InProgress", "Training"
+            job.final_metric_data_list = []
+            fake.backend = backend
+            return result
+
+        def stop_training_job(backend, training_job_name):
+            job = backend.training_jobs.get(training_job_name)
+            if job is None:
+                raise ValidationError(message="Requested resource not found.")
+            if job.training_job_status != "InProgress":
+                raise ValidationError(
+                    message=f"The request was rejected because the training job is in status {job.training_job_status}."
+                )
+            with fake.lock:
+                fake.stops.append(training_job_name)
+            job.training_job_status, job.secondary_status = "Stopped", "Stopped"
+
+        def stop_response(self):
+            self.sagemaker_backend.stop_training_job(self._get_param("TrainingJobName"))
+            return responses.ActionResult({})
+
+        monkeypatch.setattr(models.SageMakerModelBackend, "create_training_job", create_training_job)
+        monkeypatch.setattr(models.SageMakerModelBackend, "stop_training_job", stop_training_job, raising=False)
+        monkeypatch.setattr(responses.SageMakerResponse, "stop_training_job", stop_response, raising=False)
+
+    def job(self, name: str) -> Any:
+        return self.backend.training_jobs[name]
+
+    def finish(
+        self,
+        name: str,
+        status: str = "Completed",
+        metrics: dict[str, float] | None = None,
+        reason: str | None = None,
+        billable: int = 120,
+        training: int = 150,
+    ) -> None:
+        """Drive a job to its end, as SageMaker would report it."""
+        job = self.job(name)
+        job.training_job_status = job.secondary_status = status
+        job.final_metric_data_list = [
+            {"MetricName": k, "Value": v, "Timestamp": job.training_end_time} for k, v in (metrics or {}).items()
+        ]
+        job.billable_time_in_seconds = billable
+        job.training_time_in_seconds = training
+        if reason:
+            job.failure_reason = reason
