@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_smx import __version__
+from airflow_smx.settings import provider_config
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -15,4 +16,5 @@ def get_provider_info() -> dict[str, Any]:
         "description": "K-fold cross-validated training on Amazon SageMaker or local processes: "
         "streaming fold splits equal to scikit-learn's, one training job per fold, aggregated scores.",
         "versions": [__version__],
+        "config": provider_config(),
     }

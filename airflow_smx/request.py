@@ -135,7 +135,7 @@ class InputSpec(_Model):
             value = getattr(self, field)
             if self.format == "jsonl" and isinstance(value, int):
                 problems.append(_problem((field,), "JSON Lines records are read by key, not by column index", value))
-            if self.format == "csv" and isinstance(value, str) and not self.csv_header:
+            if self.format == "csv" and isinstance(value, str) and not value.isdigit() and not self.csv_header:
                 problems.append(
                     _problem((field,), "a CSV column name needs csv_header: true; or give a 0-based index", value)
                 )

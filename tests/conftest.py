@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Airflow reads its configuration when first imported: give the tests their own home first."""
+    home = tempfile.mkdtemp(prefix="airflow-smx-tests-")
+    os.environ.update(
+        {
+            "AIRFLOW_HOME": home,
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(os.path.dirname(os.path.dirname(__file__)), "dags"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        }
+    )
 
 
 def make_records(n: int, seed: int, n_classes: int = 4, n_groups: int = 30, int_groups: bool = False) -> list[dict]:

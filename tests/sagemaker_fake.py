@@ -1,7 +1,7 @@
 """moto's SageMaker, filled in where it falls short of the real service.
 
-moto completes every training job at creation, has no StopTrainingJob, and never refuses a
-create. The fake records every create and stop, starts jobs InProgress, lets a test drive a job
+moto completes every training job at creation, has no StopTrainingJob, never refuses a
+create, and answers DescribeExperiment for a missing experiment with an HTTP 500. The fake records every create and stop, starts jobs InProgress, lets a test drive a job
 to its end with metrics and billing, and can refuse creates with ResourceLimitExceeded. It
 patches moto's backend and responses classes, so it works through moto's server as well.
 """
@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from moto.sagemaker import models, responses
-from moto.sagemaker.exceptions import SagemakerClientError, ValidationError
+from moto.sagemaker.exceptions import ResourceNotFound, SagemakerClientError, ValidationError
 
 
 class LimitExceeded(SagemakerClientError):
@@ -60,6 +60,14 @@ class FakeSageMaker:
             self.sagemaker_backend.stop_training_job(self._get_param("TrainingJobName"))
             return responses.ActionResult({})
 
+        original_describe_experiment = models.SageMakerModelBackend.describe_experiment
+
+        def describe_experiment(backend, experiment_name):
+            if experiment_name not in backend.experiments:  # moto raises a KeyError (HTTP 500)
+                raise ResourceNotFound(message=f"Experiment '{experiment_name}' does not exist.")
+            return original_describe_experiment(backend, experiment_name)
+
+        monkeypatch.setattr(models.SageMakerModelBackend, "describe_experiment", describe_experiment)
         monkeypatch.setattr(models.SageMakerModelBackend, "create_training_job", create_training_job)
         monkeypatch.setattr(models.SageMakerModelBackend, "stop_training_job", stop_training_job, raising=False)
         monkeypatch.setattr(responses.SageMakerResponse, "stop_training_job", stop_response, raising=False)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import make_records, write_jsonl
 
 ROOT = Path(__file__).parent.parent
@@ -24,6 +26,13 @@ def test_check_prints_the_normalized_smx_validator_sample():
     request = json.loads(result.stdout)
     assert request["backend"] == "sagemaker" and request["cv"]["n_splits"] == 5
     assert request["channels"]["train"]["S3DataType"] == "AugmentedManifestFile"
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.json")))
+def test_every_example_passes_check(example):
+    result = run("check", str(EXAMPLES / example))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["backend"] == "sagemaker"
 
 
 def test_check_lists_every_mistake_and_exits_2(tmp_path):

@@ -277,3 +277,16 @@ def test_large_parts_go_to_s3_in_multipart_uploads(s3):
     assert sorted(joined.splitlines()) == sorted(body.splitlines())
     train = s3.get_object(Bucket="bucket", Key="out/big/folds/fold-00000/train.jsonl")["Body"].read()
     assert train == joined[len(joined) - len(train) :] and plan.folds[0].n_train == train.count(b"\n")
+
+
+def test_parallel_split_ends_its_processes_under_a_task_runners_sigterm_handler(tmp_path):
+    # Airflow's task runner handles SIGTERM itself; forked children must still end with the pool.
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        path = write_jsonl(tmp_path / "in.jsonl", make_records(2000, seed=1))
+        plan = split_dataset(InputSpec(uri=path.as_uri()), CVSpec(n_splits=3), (tmp_path / "o").as_uri(), workers=2)
+        assert plan.n_records == 2000
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
-import os
 from array import array
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from airflow_smx import storage
+from airflow_smx.folds import processes as forked
 from airflow_smx.folds.records import (
     Chunk,
     Coder,
@@ -126,7 +125,7 @@ def scan(source: InputFile, spec: InputSpec, workers: int | None = None) -> Scan
         _scan_parallel(source, reader, result, processes)
     else:
         records = Records(source, header is not None)
-        _merge(result, [_scan_range(records, reader, lengths=False)])
+        _merge(result, [_scan_range(records, reader, lengths=False, progress=True)])
         result.bytes, result.sha256 = source.reader.size, source.reader.hexdigest()
     if result.n_records == 0:
         raise SplitError(f"input.uri: {source.uri} holds no records (empty, or only blank lines)")
@@ -134,14 +133,12 @@ def scan(source: InputFile, spec: InputSpec, workers: int | None = None) -> Scan
 
 
 def _processes(source: InputFile, workers: int | None) -> int:
-    if not source.splittable() or "fork" not in multiprocessing.get_all_start_methods():
+    if not source.splittable() or not forked.available():
         return 1
     if workers is None:
         if source.size < PARALLEL_MIN_BYTES:
             return 1
-        workers = min(
-            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, MAX_WORKERS
-        )
+        workers = min(forked.cpu_count(), MAX_WORKERS)
     return max(1, workers)
 
 
@@ -155,7 +152,9 @@ def _field_reader(fmt: str, fields: dict[str, Any], header: bytes | None) -> Jso
     return CsvFieldReader(resolve_columns(header, fields), fields)
 
 
-def _scan_range(records: Records, reader: JsonFieldReader | CsvFieldReader, lengths: bool) -> RangeScan:
+def _scan_range(
+    records: Records, reader: JsonFieldReader | CsvFieldReader, lengths: bool, progress: bool = False
+) -> RangeScan:
     coders = {role: Coder(role) for role in reader.roles}
     sizes = array("I") if lengths else None
     n = 0
@@ -165,7 +164,7 @@ def _scan_range(records: Records, reader: JsonFieldReader | CsvFieldReader, leng
         if sizes is not None:
             sizes.extend(map(len, chunk.records))
         n += len(chunk.records)
-        if n % 1_000_000 < len(chunk.records):
+        if progress and n % 1_000_000 < len(chunk.records):
             log.info("scanned %d records", n)
     return RangeScan(
         n_records=n,
@@ -195,8 +194,7 @@ def _scan_parallel(source: InputFile, reader: JsonFieldReader | CsvFieldReader, 
     cuts = source.line_starts(processes)
     _FORKED["scan"] = (source, reader, result.header is not None, cuts)
     try:
-        with multiprocessing.get_context("fork").Pool(processes) as pool:
-            outcomes = pool.map(_scan_worker, range(processes))
+        outcomes = forked.run_forked(_scan_worker, processes)
     finally:
         _FORKED.pop("scan", None)
     lines = 0

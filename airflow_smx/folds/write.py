@@ -8,7 +8,6 @@ Both ways give the same bytes.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Iterator
 from operator import itemgetter
@@ -17,6 +16,7 @@ from typing import IO, Any
 import numpy as np
 
 from airflow_smx import storage
+from airflow_smx.folds.processes import run_forked
 from airflow_smx.folds.records import InputFile, SplitError
 from airflow_smx.folds.scan import Records, Scan
 
@@ -90,8 +90,7 @@ def _write_parallel(fs: Any, source: InputFile, found: Scan, folds: np.ndarray, 
         storage.open_write(fs, targets[code]).close()
     _FORKED["write"] = (source, found, folds, bounds, codes, offsets, targets)
     try:
-        with multiprocessing.get_context("fork").Pool(len(found.range_records)) as pool:
-            written = pool.map(_write_worker, range(len(found.range_records)))
+        written = run_forked(_write_worker, len(found.range_records))
     finally:
         _FORKED.pop("write", None)
     if not np.array_equal(np.array(written), sizes):

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from botocore.exceptions import ClientError
 
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
@@ -171,7 +171,7 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         tags = self.hook.conn.list_tags(ResourceArn=description["TrainingJobArn"]).get("Tags", [])
         theirs = next((t["Value"] for t in tags if t["Key"] == RUN_TAG), None)
         if theirs != ours:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"A training job named {self.job_name} already exists and belongs to Airflow run {theirs!r}, "
                 f"not {ours!r}: refusing to re-attach. Give this run another name or timestamp."
             )
@@ -202,9 +202,9 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
 
     def _finish(self, description: dict[str, Any]) -> dict[str, Any]:
         status = description["TrainingJobStatus"]
-        if status != "Completed":
+        if status != "Completed":  # final: a retry would only re-attach to the same ended job
             reason = description.get("FailureReason", "(no reason given)")
-            raise AirflowException(f"Fold {self.fold}: training job {self.job_name} {status}: {reason}")
+            raise AirflowFailException(f"Fold {self.fold}: training job {self.job_name} {status}: {reason}")
         self.log.info("Fold %d: training job %s completed", self.fold, self.job_name)
         return clean_description(description)
 

@@ -1,0 +1,124 @@
+"""The trigger form's fields, generated from the request's JSON schema, and back. No Airflow.
+
+Airflow's trigger form renders one field per top-level Param and shows an ``object`` Param as a
+raw JSON editor, so what a user changes from run to run is flattened to the top level
+(``cv.n_splits`` becomes ``cv_n_splits``), grouped in sections, and the CreateTrainingJob
+template, channels, experiment and tags stay objects in a collapsed "Advanced" section.
+Whatever the form's shape, the request model is the one validator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_smx.request import CVRequest, request_json_schema
+
+SECTIONS: dict[str, list[str]] = {
+    "Run": ["name", "backend"],
+    "Data": [
+        "input.uri",
+        "input.format",
+        "input.label",
+        "input.group",
+        "input.csv_header",
+        "input.compression",
+        "output_uri",
+    ],
+    "Folds": [
+        "cv.strategy",
+        "cv.n_splits",
+        "cv.n_repeats",
+        "cv.shuffle",
+        "cv.random_state",
+        "cv.holdout",
+        "cv.allow_small_classes",
+    ],
+    "Scores": ["metrics.objective", "metrics.direction", "min_successful_folds"],
+    "Advanced": ["training", "channels", "experiment", "tags"],
+}
+COLLAPSED = {"Advanced"}
+# Required request fields have no default; the form needs one that validates.
+PLACEHOLDERS = {
+    "name": "my-cv-run",
+    "input.uri": "s3://my-bucket/datasets/train.csv",
+    "output_uri": "s3://my-bucket/cv-runs",
+}
+_KEYWORDS = ("enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength")
+
+
+def field_name(path: str) -> str:
+    return path.replace(".", "_")
+
+
+def form_fields() -> dict[str, dict[str, Any]]:
+    """Param keyword arguments per form field: default, type, title, description, section."""
+    schema = request_json_schema()
+    fields = {}
+    for section, paths in SECTIONS.items():
+        for path in paths:
+            prop = _property(schema, path)
+            field = {
+                "default": _default(path, prop),
+                "title": prop.get("title", path),
+                "description": prop.get("description", ""),
+                "section": section,
+                **_types(prop, schema),
+            }
+            fields[field_name(path)] = field
+    return fields
+
+
+def request_from_form(values: dict[str, Any]) -> dict[str, Any]:
+    """The nested request dict from the form's flat values (fields not in the form are ignored)."""
+    request: dict[str, Any] = {}
+    for paths in SECTIONS.values():
+        for path in paths:
+            name = field_name(path)
+            if name in values:
+                node = request
+                *parents, leaf = path.split(".")
+                for key in parents:
+                    node = node.setdefault(key, {})
+                node[leaf] = values[name]
+    return request
+
+
+def _property(schema: dict[str, Any], path: str) -> dict[str, Any]:
+    node = schema
+    for key in path.split("."):
+        node = _resolve(node, schema)["properties"][key]
+    return node
+
+
+def _resolve(node: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        return schema["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def _types(prop: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-schema keywords the form understands: type (list for optional), enum, bounds."""
+    options = prop.get("anyOf", [prop])
+    resolved = [_resolve(option, schema) for option in options]
+    types = []
+    for option in resolved:
+        kind = option.get("type", "object")
+        types.extend(kind if isinstance(kind, list) else [kind])
+    result: dict[str, Any] = {"type": types[0] if len(types) == 1 else list(dict.fromkeys(types))}
+    for option in resolved:
+        result.update({k: option[k] for k in _KEYWORDS if k in option})
+    return result
+
+
+def _default(path: str, prop: dict[str, Any]) -> Any:
+    if path in PLACEHOLDERS:
+        return PLACEHOLDERS[path]
+    if "default" in prop:
+        return prop["default"]
+    field = CVRequest.model_fields[path]  # a nested model: its default instance, without unset keys
+    value = field.default_factory() if field.default_factory else field.default
+    return (
+        [v.model_dump(mode="json") for v in value]
+        if isinstance(value, list)
+        else value.model_dump(mode="json", exclude_none=True)
+    )

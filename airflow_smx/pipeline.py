@@ -1,0 +1,235 @@
+"""The cross-validation DAG: check_request -> split_dataset -> train_fold[k] -> aggregate_results.
+
+``dags/smx_cross_validation.py`` builds it with :func:`cross_validation_dag`. The tasks hand
+each other small JSON (the validated request, URIs, counts), never data.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.sdk import DAG, Asset, Param, task
+
+from airflow_smx import settings, storage
+from airflow_smx.aggregate import FoldOutcome, cv_result, report
+from airflow_smx.folds import SplitError, split_dataset
+from airflow_smx.form import form_fields, request_from_form
+from airflow_smx.hooks.experiments import ensure_trial
+from airflow_smx.hooks.storage import s3_storage_options
+from airflow_smx.naming import cv_run_id, trial_name
+from airflow_smx.operators.sagemaker_fold import SageMakerFoldTrainingOperator, clean_description
+from airflow_smx.policy import outside_prefixes
+from airflow_smx.request import CVRequest, RequestError, parse_request
+from airflow_smx.smx_validator import is_smx_validator_input
+from airflow_smx.training import fold_training_config
+
+RESULT_ASSET = Asset(name="smx_cross_validation_result", uri="smx://cross-validation/result")
+# A mapped task's pool_slots cannot vary per run, so folds go to the task whose slot count
+# covers their InstanceCount (rounded up to a power of two).
+SLOT_SIZES = (1, 2, 4, 8, 16)
+DOC = """
+### K-fold cross-validated training
+
+Fill in the form (or send a conf: this form's fields, the nested request of
+`airflow-smx schema`, or SMX-Validator's input JSON). The request is validated before anything
+touches S3 or SageMaker; every problem is named. Each fold trains as one SageMaker job, at most
+as many ml instances at once as the pool `{pool}` has slots. The result:
+`{{output_uri}}/{{cv_run_id}}/results/cv_result.json`.
+"""
+
+
+def train_task_id(slots: int) -> str:
+    return "train_fold" if slots == 1 else f"train_fold_x{slots}"
+
+
+def slot_size(instance_count: int) -> int:
+    return next(size for size in SLOT_SIZES if size >= instance_count)
+
+
+def request_of(conf: dict[str, Any], params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(request dict, SMX-Validator original or {}): from a conf in either format, else from the form."""
+    if is_smx_validator_input(conf):
+        return dict(conf), dict(conf)
+    if isinstance(conf.get("input"), dict):
+        return dict(conf), {}
+    return request_from_form(params), {}
+
+
+def run_time(dag_run: Any) -> datetime.datetime:
+    """The run's timestamp: names derive from it, so a retried task computes the same names."""
+    for attribute in ("run_after", "logical_date", "start_date"):
+        value = getattr(dag_run, attribute, None)
+        if value is not None:
+            return value
+    raise AirflowFailException("the DAG run has no timestamp")
+
+
+@task
+def check_request(stored: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
+    """Validate the conf fully (the request model, the deployment's prefixes) before any call.
+
+    :param stored: the request of a DAG that runs without a conf (on a schedule or new data)
+    """
+    dag_run = context["dag_run"]
+    raw, original = request_of(dag_run.conf or stored or {}, dict(context["params"]))
+    try:
+        request = parse_request(raw)
+    except RequestError as error:
+        raise AirflowFailException(str(error)) from None
+    problems = outside_prefixes(request, settings.allowed_prefixes()) + _backend_problems(request)
+    if problems:
+        raise AirflowFailException(RequestError(problems))
+    when = run_time(dag_run)
+    return {
+        "request": request.model_dump(mode="json"),
+        "original": original,
+        "cv_run_id": cv_run_id(request.name, when),
+        "when": when.isoformat(),
+        "run_id": dag_run.run_id,
+    }
+
+
+def _backend_problems(request: CVRequest) -> list[str]:
+    if request.backend != "sagemaker":
+        return ["backend: only sagemaker runs in this DAG so far; the local backend is not available yet"]
+    problems = []
+    for path, uri in (("input.uri", request.input.uri), ("output_uri", request.output_uri)):
+        if not uri.startswith("s3://"):
+            problems.append(f"{path}: SageMaker reads its channels from S3: must be s3://, got {uri}")
+    if not (request.training.RoleArn or settings.get("role_arn")):
+        problems.append("training.RoleArn: required (or set the deployment's [smx] role_arn)")
+    if request.training.instance_count > SLOT_SIZES[-1]:
+        problems.append(
+            f"training.ResourceConfig.InstanceCount: at most {SLOT_SIZES[-1]} per fold, "
+            f"got {request.training.instance_count}"
+        )
+    return problems
+
+
+@task(multiple_outputs=True)
+def split_dataset_task(run: dict[str, Any]) -> dict[str, Any]:
+    """Write the folds and return one CreateTrainingJob request per fold (URIs and counts only)."""
+    request = CVRequest.model_validate(run["request"])
+    when = datetime.datetime.fromisoformat(run["when"])
+    folds_uri = storage.join(request.output_uri, run["cv_run_id"], "folds")
+    options = s3_storage_options(settings.get("aws_conn_id")) if folds_uri.startswith("s3://") else {}
+    try:
+        plan = split_dataset(
+            request.input,
+            request.cv,
+            folds_uri,
+            assemble_train=request.channels.train.needs_single_object,
+            storage_options=options,
+        )
+    except SplitError as error:
+        raise AirflowFailException(f"cannot split: {error}") from None
+    if request.experiment.enabled:
+        client = SageMakerHook(aws_conn_id=settings.get("aws_conn_id")).conn
+        tags = [t.model_dump() for t in request.tags]
+        ensure_trial(client, request.experiment_name, trial_name(request.name, when), tags)
+    role = settings.get("role_arn") or None
+    slots = slot_size(request.training.instance_count)
+    jobs = [
+        {"fold": f.index, "config": fold_training_config(request, plan, f, when, run["run_id"], role)}
+        for f in plan.folds
+    ]
+    result: dict[str, Any] = {f"x{size}": jobs if size == slots else [] for size in SLOT_SIZES}
+    result["folds"] = [
+        {
+            "fold": job["fold"],
+            "job_name": job["config"]["TrainingJobName"],
+            "task_id": train_task_id(slots),
+            "map_index": i,
+        }
+        for i, job in enumerate(jobs)
+    ]
+    result["plan"] = storage.join(folds_uri, "plan.json")
+    return result
+
+
+@task
+def fold_jobs(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The folds one train task maps over (Airflow maps only over a task's return value)."""
+    return jobs
+
+
+@task(trigger_rule="all_done", outlets=[RESULT_ASSET])
+def aggregate_results(run: dict[str, Any], folds: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
+    """Gather every fold's outcome, failed ones included; write cv_result.json; pass or fail the run."""
+    request = CVRequest.model_validate(run["request"])
+    hook = SageMakerHook(aws_conn_id=settings.get("aws_conn_id"))
+    outcomes = [_outcome(fold, context["ti"], hook) for fold in folds]
+    result = cv_result(request, outcomes, run["cv_run_id"], run["original"])
+    text = report(result["summary"], outcomes)
+    results_uri = storage.join(request.output_uri, run["cv_run_id"], "results")
+    options = s3_storage_options(settings.get("aws_conn_id")) if results_uri.startswith("s3://") else {}
+    fs, path = storage.filesystem(results_uri, options)
+    storage.write_json(fs, f"{path}/cv_result.json", result)
+    storage.write_bytes(fs, f"{path}/cv_report.txt", text.encode())
+    print(text)
+    summary = {**result["summary"], "result": storage.join(results_uri, "cv_result.json")}
+    context["outlet_events"][RESULT_ASSET].extra = {"result": summary["result"], "success": summary["success"]}
+    if not summary["success"]:
+        raise AirflowFailException(text)
+    return summary
+
+
+def _outcome(fold: dict[str, Any], ti: Any, hook: SageMakerHook) -> FoldOutcome:
+    result = ti.xcom_pull(task_ids=fold["task_id"], map_indexes=fold["map_index"])
+    if result:
+        return FoldOutcome(fold["fold"], fold["job_name"], result)
+    try:  # the task failed: SageMaker says why, if the job exists
+        description = clean_description(hook.describe_training_job(fold["job_name"]))
+    except Exception as error:
+        return FoldOutcome(fold["fold"], fold["job_name"], None, error=f"no training job: {error}")
+    return FoldOutcome(fold["fold"], fold["job_name"], description)
+
+
+def params() -> dict[str, Param]:
+    """The trigger form: one Param per form field, generated from the request's schema."""
+    return {name: Param(**spec) for name, spec in form_fields().items()}
+
+
+def cross_validation_dag(
+    dag_id: str = "smx_cross_validation",
+    schedule: Any = None,
+    request: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> DAG:
+    """The CV DAG.
+
+    :param schedule: None (manual), a cron expression or preset, or Assets (retrain on new data)
+    :param request: the request runs without a conf use (scheduled or Asset-triggered runs)
+    """
+    pool = settings.get("pool")
+    with DAG(
+        dag_id=dag_id,
+        schedule=schedule,
+        start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+        catchup=False,
+        params=params(),
+        doc_md=DOC.format(pool=pool),
+        tags=["sagemaker", "cross-validation"],
+        **kwargs,
+    ) as dag:
+        run = check_request(request)
+        split = split_dataset_task.override(task_id="split_dataset")(run)
+        trainers = [
+            SageMakerFoldTrainingOperator.partial(
+                task_id=train_task_id(size),
+                pool=pool,
+                pool_slots=size,
+                aws_conn_id=settings.get("aws_conn_id"),
+                check_interval=int(settings.get("check_interval")),
+                retries=2,
+                retry_delay=datetime.timedelta(minutes=1),
+                map_index_template="fold {{ task.fold }}",
+            ).expand_kwargs(fold_jobs.override(task_id=f"jobs_x{size}")(split[f"x{size}"]))
+            for size in SLOT_SIZES
+        ]
+        aggregate = aggregate_results(run, split["folds"])
+        trainers >> aggregate
+    return dag

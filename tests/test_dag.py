@@ -1,0 +1,224 @@
+"""The smx_cross_validation DAG end to end through dag.test(), against moto's S3 and SageMaker.
+
+A simulator thread plays SageMaker: each job stays InProgress for a moment (so fold tasks
+defer), then ends as the test decided, with per-fold metrics, billing or a FailureReason.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+ROOT = Path(__file__).parent.parent
+ROLE = "arn:aws:iam::123456789012:role/sagemaker"
+ACCURACY = [0.81, 0.84, 0.79, 0.86, 0.80]
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
+
+
+class Simulator(threading.Thread):
+    def __init__(self, sagemaker, outcomes):
+        super().__init__(daemon=True)
+        self.sagemaker, self.outcomes, self.seen, self.running = sagemaker, outcomes, {}, True
+
+    def run(self):
+        while self.running:
+            backend = getattr(self.sagemaker, "backend", None)
+            for name, job in list(backend.training_jobs.items()) if backend else []:
+                if job.training_job_status != "InProgress":
+                    continue
+                first = self.seen.setdefault(name, time.monotonic())
+                if time.monotonic() - first > 0.5:
+                    fold = int(name.rsplit("fold", 1)[1])
+                    self.sagemaker.finish(name, **self.outcomes(fold))
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def run_dag(airflow_db, sagemaker, s3, monkeypatch):
+    for key, value in {
+        "AIRFLOW__SMX__ALLOWED_PREFIXES": '["s3://bucket/data", "s3://bucket/out"]',
+        "AIRFLOW__SMX__ROLE_ARN": ROLE,
+        "AIRFLOW__SMX__AWS_CONN_ID": "",
+        "AIRFLOW__SMX__CHECK_INTERVAL": "1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    body = "".join(json.dumps({"id": i, "class": f"c{i % 3}", "x": i * 0.5}) + "\n" for i in range(200))
+    s3.put_object(Bucket="bucket", Key="data/train.jsonl", Body=body.encode())
+    simulators = []
+
+    def run(conf, outcomes=lambda fold: {"metrics": {"validation:accuracy": ACCURACY[fold]}}):
+        from airflow.dag_processing.dagbag import DagBag
+
+        dag = DagBag(dag_folder=str(ROOT / "dags")).dags["smx_cross_validation"]
+        simulator = Simulator(sagemaker, outcomes)
+        simulators.append(simulator)
+        simulator.start()
+        return dag.test(run_conf=conf)
+
+    yield run
+    for simulator in simulators:
+        simulator.running = False
+
+
+def conf(**overrides):
+    base = {
+        "name": "iris-xgboost",
+        "input": {"uri": "s3://bucket/data/train.jsonl", "label": "class"},
+        "output_uri": "s3://bucket/out",
+        "cv": {"strategy": "stratified", "n_splits": 5, "random_state": 7},
+        "backend": "sagemaker",
+        "training": {
+            "AlgorithmSpecification": {"TrainingImage": "xgboost:1", "TrainingInputMode": "File"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+            "HyperParameters": {"num_class": "${num_classes}", "rows": "${num_training_samples}"},
+        },
+        "metrics": {"objective": "validation:accuracy"},
+    }
+    return {**base, **overrides}
+
+
+def result_of(s3, prefix="out/"):
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bucket", Prefix=prefix).get("Contents", [])]
+    (key,) = [k for k in keys if k.endswith("results/cv_result.json")]
+    return json.loads(s3.get_object(Bucket="bucket", Key=key)["Body"].read()), keys
+
+
+def states(run):
+    return {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+
+
+def test_five_folds_train_and_aggregate(run_dag, sagemaker, s3):
+    run = run_dag(conf())
+    assert run.state == "success", states(run)
+    result, keys = result_of(s3)
+    summary = result["summary"]
+    assert (summary["succeeded"], summary["failed"], summary["success"]) == (5, 0, True)
+    accuracy = summary["metrics"]["validation:accuracy"]
+    assert accuracy["mean"] == pytest.approx(0.82) and accuracy["values"] == {str(i): a for i, a in enumerate(ACCURACY)}
+    assert summary["objective"]["best_fold"] == 3
+    assert summary["cost"]["billable_instance_seconds"] == 5 * 120
+    assert [s["TrainingJobStatus"] for s in result["splits"]] == ["Completed"] * 5
+    assert all(isinstance(s["CreationTime"], str) and "ResponseMetadata" not in s for s in result["splits"])
+    assert any(k.endswith("results/cv_report.txt") for k in keys)
+
+    stamp = summary["cv_run_id"].removeprefix("iris-xgboost-")
+    assert sorted(c["name"] for c in sagemaker.creates) == [
+        f"crossvalidator-iris-xgboost-{stamp}-fold{i}" for i in range(5)
+    ]
+    hyperparameters = [c["hyper_parameters"] for c in sagemaker.creates]
+    assert {h["num_class"] for h in hyperparameters} == {"3"} and {h["rows"] for h in hyperparameters} == {"160"}
+    mapped = [ti for ti in run.get_task_instances() if ti.map_index >= 0]
+    assert {(ti.task_id, ti.pool_slots) for ti in mapped} == {("train_fold", 1)}
+    assert sorted(ti.rendered_map_index for ti in mapped) == [f"fold {i}" for i in range(5)]
+    client = boto3.client("sagemaker")
+    trial = client.describe_trial(TrialName=f"crossvalidator-iris-xgboost-{stamp}")
+    assert trial["ExperimentName"] == "crossvalidator-iris-xgboost"
+
+
+def test_a_failed_fold_is_named_and_fails_the_run_unless_enough_succeed(run_dag, sagemaker, s3):
+    def outcomes(fold):
+        if fold == 2:
+            return {"status": "Failed", "reason": "AlgorithmError: label column has NaN"}
+        return {"metrics": {"validation:accuracy": ACCURACY[fold]}}
+
+    run = run_dag(conf(), outcomes)
+    assert run.state == "failed"
+    assert states(run)[("aggregate_results", -1)] == "failed"
+    result, _ = result_of(s3)
+    assert result["summary"]["failures"] == [
+        {
+            "fold": 2,
+            "job_name": next(c["name"] for c in sagemaker.creates if c["name"].endswith("fold2")),
+            "status": "Failed",
+            "reason": "AlgorithmError: label column has NaN",
+        }
+    ]
+    assert result["summary"]["metrics"]["validation:accuracy"]["n"] == 4
+    assert len(sagemaker.creates) == 5  # the failed fold was not recreated by its retries
+
+
+def test_min_successful_folds_lets_the_run_pass(run_dag, sagemaker, s3):
+    def outcomes(fold):
+        return {"status": "Failed", "reason": "boom"} if fold == 0 else {"metrics": {"validation:accuracy": 0.5}}
+
+    run = run_dag(conf(min_successful_folds=4), outcomes)
+    assert run.state == "success", states(run)
+
+
+def test_multi_instance_jobs_take_as_many_pool_slots(run_dag, sagemaker, s3):
+    request = conf(cv={"n_splits": 3})
+    request["training"]["ResourceConfig"]["InstanceCount"] = 2
+    run = run_dag(request)
+    assert run.state == "success", states(run)
+    ran = {(ti.task_id, ti.pool_slots) for ti in run.get_task_instances() if ti.map_index >= 0}
+    assert ran == {("train_fold_x2", 2)}
+
+
+def test_smx_validator_input_runs_as_is(run_dag, sagemaker, s3):
+    sample = json.loads((ROOT / "examples" / "smx_validator_sample.json").read_text())
+    sample["job_config"].update({"input_path": "s3://bucket/data/train.jsonl", "output_prefix": "s3://bucket/out"})
+    sample["crossvalidation"]["n_splits"] = 3
+    run = run_dag(sample)
+    assert run.state == "success", states(run)
+    result, _ = result_of(s3)
+    assert result["job_config"]["name"] == "my_project" and result["crossvalidation"]["n_splits"] == 3
+    assert sagemaker.creates[0]["name"].startswith("crossvalidator-my-project-")
+    assert sagemaker.creates[0]["hyper_parameters"]["num_classes"] == "3"
+
+
+def test_an_invalid_conf_starts_nothing_and_names_every_bad_field(run_dag, sagemaker, s3, capfd):
+    bad = conf(cv={"n_splits": 1, "strategy": "stratified"}, output_uri="s3://other-bucket/out")
+    bad["input"] = {"uri": "s3://bucket/data/train.jsonl"}
+    run = run_dag(bad)
+    assert run.state == "failed"
+    assert states(run)[("check_request", -1)] == "failed"
+    assert sagemaker.creates == []
+    assert "Contents" not in s3.list_objects_v2(Bucket="bucket", Prefix="out/")
+    output = capfd.readouterr().out
+    assert "cv.n_splits: must be >= 2, got 1" in output
+
+    outside = conf(output_uri="s3://other-bucket/out")
+    run = run_dag(outside)
+    assert run.state == "failed" and sagemaker.creates == []
+    assert "output_uri: s3://other-bucket/out is outside the allowed prefixes" in capfd.readouterr().out
+
+
+def test_a_stored_request_retrains_when_its_input_asset_is_updated(run_dag, sagemaker, s3, tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    stored = conf(name="nightly", cv={"n_splits": 3})
+    (tmp_path / "request.json").write_text(json.dumps(stored))
+    monkeypatch.setenv("AIRFLOW__SMX__REQUEST_FILE", str(tmp_path / "request.json"))
+    dags = DagBag(dag_folder=str(ROOT / "dags")).dags
+    on_data = dags["smx_cross_validation_on_data"]
+    assert [a.uri for a in on_data.timetable.asset_condition.objects] == [stored["input"]["uri"]]
+    simulator = Simulator(sagemaker, lambda fold: {"metrics": {"validation:accuracy": 0.9}})
+    simulator.start()
+    try:
+        run = on_data.test()  # no conf, as when the Asset triggers it
+    finally:
+        simulator.running = False
+    assert run.state == "success", states(run)
+    assert all(c["name"].startswith("crossvalidator-nightly-") for c in sagemaker.creates)
+
+
+def test_airflow_lists_the_dag_without_import_errors(airflow_db, tmp_path):
+    airflow = str(Path(sys.executable).parent / "airflow")
+    errors = subprocess.run([airflow, "dags", "list-import-errors", "-l"], capture_output=True, text=True, timeout=300)
+    assert errors.returncode == 0 and "smx_cross_validation" not in errors.stdout, errors.stdout + errors.stderr
+    listed = subprocess.run([airflow, "dags", "list", "-l", "-o", "plain"], capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "smx_cross_validation" in listed.stdout
