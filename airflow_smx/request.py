@@ -374,7 +374,9 @@ class Tag(_Model):
 class ExperimentSpec(_Model):
     """SageMaker Experiments tracking, as SMX-Validator does it (SageMaker backend)."""
 
-    enabled: bool = Field(True, title="Track in SageMaker Experiments")
+    enabled: bool = Field(
+        True, title="Track in SageMaker Experiments", description="Create the experiment and the run's trial."
+    )
     name: str | None = Field(
         None, title="Experiment name", description="Created if missing. Default: crossvalidator-{name}."
     )
@@ -388,7 +390,9 @@ class MetricsSpec(_Model):
         title="Objective metric",
         description="A FinalMetricDataList name, e.g. validation:accuracy; reported first in the summary.",
     )
-    direction: Literal["maximize", "minimize"] = Field("maximize", title="Better is")
+    direction: Literal["maximize", "minimize"] = Field(
+        "maximize", title="Better is", description="maximize (accuracy, AUC) or minimize (loss, error)."
+    )
 
 
 class CVRequest(_Model):
@@ -406,20 +410,36 @@ class CVRequest(_Model):
         title="Output URI",
         description="s3:// or file:// prefix; each run writes under {output_uri}/{cv_run_id}/.",
     )
-    cv: CVSpec = Field(default_factory=CVSpec, title="Cross-validation")
+    cv: CVSpec = Field(default_factory=CVSpec, title="Cross-validation", description="Strategy, folds, seed, hold-out.")
     backend: Backend = Field(
         "local", title="Backend", description="sagemaker: SageMaker training jobs; local: local processes."
     )
-    training: TrainingSpec = Field(default_factory=TrainingSpec, title="Training job template")
-    channels: ChannelsSpec = Field(default_factory=ChannelsSpec, title="Channels")
-    experiment: ExperimentSpec = Field(default_factory=ExperimentSpec, title="Experiment")
+    training: TrainingSpec = Field(
+        default_factory=TrainingSpec,
+        title="Training job template",
+        description="CreateTrainingJob fields (AlgorithmSpecification, ResourceConfig, StoppingCondition, "
+        "HyperParameters, RoleArn, ...). TrainingJobName, InputDataConfig, ExperimentConfig and Tags are set per fold.",
+    )
+    channels: ChannelsSpec = Field(
+        default_factory=ChannelsSpec,
+        title="Channels",
+        description="The train and validation channels: ChannelName, S3DataType, ContentType, InputMode, "
+        "AttributeNames, RecordWrapperType. Their S3 URIs are filled in per fold.",
+    )
+    experiment: ExperimentSpec = Field(
+        default_factory=ExperimentSpec,
+        title="Experiment",
+        description="SageMaker Experiments: one trial per CV run, one trial component per fold.",
+    )
     tags: list[Tag] = Field(
         default_factory=list,
         max_length=MAX_USER_TAGS,
         title="Tags",
         description="Added to every training job, besides fold_name, crossvalidator_job_name, created_by and airflow_run_id.",
     )
-    metrics: MetricsSpec = Field(default_factory=MetricsSpec, title="Metrics")
+    metrics: MetricsSpec = Field(
+        default_factory=MetricsSpec, title="Metrics", description="The objective metric and which way is better."
+    )
     min_successful_folds: int | None = Field(
         None, ge=1, title="Folds that must succeed", description="Default: all of them."
     )

@@ -157,3 +157,14 @@ def test_json_schema_documents_every_field():
         for name, field in defs[model]["properties"].items():
             assert field.get("title") and field.get("description"), f"{model}.{name}"
     assert CVRequest.model_validate(parse_request(minimal()).model_dump()) == parse_request(minimal())
+
+
+def test_every_form_field_has_a_title_a_description_and_a_valid_default():
+    from airflow_smx.form import form_fields, request_from_form
+
+    fields = form_fields()
+    assert {"name", "input_uri", "output_uri", "cv_n_splits", "training", "channels"} <= set(fields)
+    for name, field in fields.items():
+        assert field["title"] and field["description"] and field["section"], name
+    request = parse_request(request_from_form({k: f["default"] for k, f in fields.items()}))
+    assert request.cv.n_splits == fields["cv_n_splits"]["default"]
