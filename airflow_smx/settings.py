@@ -23,8 +23,12 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "aws_conn_id": {"description": "Airflow connection for SageMaker and S3.", "default": "aws_default"},
     "pool": {
         "description": "Pool bounding the ml instances of all CV runs; each fold takes InstanceCount slots. "
-        "Create it with: airflow pools set sagemaker_ml_instances 4 'ml instances' --include-deferred",
+        "Create it with: airflow smx setup-pool",
         "default": "sagemaker_ml_instances",
+    },
+    "pool_slots": {
+        "description": "Size of the pool that `airflow smx setup-pool` creates: ml instances training at once.",
+        "default": "4",
     },
     "schedule": {
         "description": "Schedule of smx_cross_validation (cron or preset, e.g. @weekly); empty: manual only.",

@@ -94,3 +94,13 @@ def sagemaker(s3, monkeypatch):
     from tests.sagemaker_fake import FakeSageMaker
 
     return FakeSageMaker(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """This session's Airflow metadata database (SQLite under the tests' AIRFLOW_HOME), migrated."""
+    import subprocess
+    import sys
+
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)

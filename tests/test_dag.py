@@ -21,12 +21,6 @@ ROLE = "arn:aws:iam::123456789012:role/sagemaker"
 ACCURACY = [0.81, 0.84, 0.79, 0.86, 0.80]
 
 
-@pytest.fixture(scope="session")
-def airflow_db():
-    airflow = Path(sys.executable).parent / "airflow"
-    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
-
-
 class Simulator(threading.Thread):
     def __init__(self, sagemaker, outcomes):
         super().__init__(daemon=True)

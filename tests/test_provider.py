@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from importlib.metadata import distribution, entry_points
@@ -34,3 +35,18 @@ def test_request_model_and_fold_engine_do_not_import_airflow():
     code = "import sys, airflow_smx.request, airflow_smx.folds, airflow_smx.cli; print(any(m == 'airflow' or m.startswith('airflow.') for m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_setup_pool_creates_a_pool_that_counts_deferred_tasks(airflow_db):
+    airflow = str(Path(sys.executable).parent / "airflow")
+    first = subprocess.run([airflow, "smx", "setup-pool", "--slots", "6"], capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "created pool sagemaker_ml_instances with 6 slots, counting deferred tasks" in first.stdout
+    again = subprocess.run([airflow, "smx", "setup-pool"], capture_output=True, text=True, timeout=180)
+    assert "exists (6 slots, counting deferred tasks)" in again.stdout
+    listed = subprocess.run(
+        [airflow, "pools", "get", "sagemaker_ml_instances", "-o", "json"], capture_output=True, text=True, timeout=180
+    )
+    (pool,) = json.loads(listed.stdout)
+    assert pool["slots"] == "6" or pool["slots"] == 6
+    assert str(pool["include_deferred"]).lower() == "true"
