@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from airflow_smx import storage
 from airflow_smx.folds import FoldPlan, SplitError, split_dataset
 from airflow_smx.naming import cv_run_id
-from airflow_smx.request import CVRequest, RequestError, parse_request, request_json_schema
+from airflow_smx.request import CVSpec, InputSpec, RequestError, format_problems, parse_request, request_json_schema
 
 INVALID = 2
 
@@ -95,46 +97,51 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _split(args: argparse.Namespace) -> int:
-    request = parse_request(_load(args.conf)) if args.conf else _request_from_flags(args)
-    run_id = args.run_id or cv_run_id(request.name, datetime.now(UTC))
-    folds_uri = storage.join(request.output_uri, run_id, "folds")
+    if args.conf:
+        request = parse_request(_load(args.conf))
+        name, spec, cv, output = request.name, request.input, request.cv, request.output_uri
+        assemble = args.assemble_train or request.channels.train.needs_single_object
+    else:
+        spec, cv = _specs_from_flags(args)
+        name, output, assemble = args.name, _as_uri(args.output), args.assemble_train
+    run_id = args.run_id or cv_run_id(name, datetime.now(UTC))
+    folds_uri = storage.join(output, run_id, "folds")
     started = time.perf_counter()
-    plan = split_dataset(
-        request.input,
-        request.cv,
-        folds_uri,
-        assemble_train=args.assemble_train or request.channels.train.needs_single_object,
-    )
+    plan = split_dataset(spec, cv, folds_uri, assemble_train=assemble)
     _print_summary(plan, time.perf_counter() - started)
     return 0
 
 
-def _request_from_flags(args: argparse.Namespace) -> CVRequest:
-    missing = [f"--{name}" for name in ("input", "output") if not getattr(args, name)]
+def _specs_from_flags(args: argparse.Namespace) -> tuple[InputSpec, CVSpec]:
+    """The input and cv parts of a request, from the flags (a split needs nothing else)."""
+    missing = [f"--{name}: required (or give CONF.json)" for name in ("input", "output") if not getattr(args, name)]
     if missing:
-        raise RequestError([f"{flag}: required (or give CONF.json)" for flag in missing])
-    return parse_request(
-        {
-            "name": args.name,
-            "input": {
-                "uri": _as_uri(args.input),
-                "format": args.format,
-                "label": _column(args.label),
-                "group": _column(args.group),
-                "csv_header": args.csv_header,
-            },
-            "output_uri": _as_uri(args.output),
-            "cv": {
-                "strategy": args.strategy,
-                "n_splits": args.n_splits,
-                "n_repeats": args.n_repeats,
-                "random_state": args.seed,
-                "holdout": args.holdout,
-                "shuffle": not args.no_shuffle,
-                "allow_small_classes": args.allow_small_classes,
-            },
-        }
-    )
+        raise RequestError(missing)
+    spec = {
+        "uri": _as_uri(args.input),
+        "format": args.format,
+        "label": _column(args.label),
+        "group": _column(args.group),
+        "csv_header": args.csv_header,
+    }
+    cv = {
+        "strategy": args.strategy,
+        "n_splits": args.n_splits,
+        "n_repeats": args.n_repeats,
+        "random_state": args.seed,
+        "holdout": args.holdout,
+        "shuffle": not args.no_shuffle,
+        "allow_small_classes": args.allow_small_classes,
+    }
+    problems, parsed = [], []
+    for prefix, model, values in (("input", InputSpec, spec), ("cv", CVSpec, cv)):
+        try:
+            parsed.append(model.model_validate(values))
+        except ValidationError as error:
+            problems += [f"{prefix}.{line}" for line in format_problems(error)]
+    if problems:
+        raise RequestError(problems)
+    return parsed[0], parsed[1]
 
 
 def _as_uri(value: str) -> str:

@@ -34,7 +34,7 @@ SECTIONS: dict[str, list[str]] = {
         "cv.allow_small_classes",
     ],
     "Scores": ["metrics.objective", "metrics.direction", "min_successful_folds"],
-    "Advanced": ["training", "channels", "experiment", "tags"],
+    "Advanced": ["training", "local", "channels", "experiment", "tags"],
 }
 COLLAPSED = {"Advanced"}
 # Required request fields have no default; the form needs one that validates.
@@ -42,6 +42,7 @@ PLACEHOLDERS = {
     "name": "my-cv-run",
     "input.uri": "s3://my-bucket/datasets/train.csv",
     "output_uri": "s3://my-bucket/cv-runs",
+    "local": {"command": ["python", "examples/train_sklearn.py"], "env": {}},
 }
 _KEYWORDS = ("enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength")
 

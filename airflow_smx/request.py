@@ -395,6 +395,21 @@ class MetricsSpec(_Model):
     )
 
 
+class LocalSpec(_Model):
+    """How the local backend trains a fold: a command run under SageMaker's container contract."""
+
+    command: list[str] = Field(
+        default_factory=list,
+        title="Training command",
+        description="Run once per fold in a folder laid out like /opt/ml (SAGEMAKER_BASE_DIR, SM_CHANNEL_*, "
+        'SM_MODEL_DIR, SM_HPS, ...), e.g. ["python", "examples/train_sklearn.py"].',
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, title="Extra environment", description="Added to its environment."
+    )
+    workdir: str | None = Field(None, title="Working folder", description="Where the command runs (default: here).")
+
+
 class CVRequest(_Model):
     """A k-fold cross-validated training request."""
 
@@ -425,6 +440,11 @@ class CVRequest(_Model):
         title="Channels",
         description="The train and validation channels: ChannelName, S3DataType, ContentType, InputMode, "
         "AttributeNames, RecordWrapperType. Their S3 URIs are filled in per fold.",
+    )
+    local: LocalSpec = Field(
+        default_factory=LocalSpec,
+        title="Local backend",
+        description="The training command of the local backend (backend: local).",
     )
     experiment: ExperimentSpec = Field(
         default_factory=ExperimentSpec,
@@ -485,6 +505,8 @@ class CVRequest(_Model):
             yield _problem(("tags",), f"duplicate key {key!r}", key)
         if self.backend == "sagemaker":
             yield from self._sagemaker_problems()
+        elif not self.local.command:
+            yield _problem(("local", "command"), "the local backend needs a training command", None)
 
     def _sagemaker_problems(self) -> Iterable[InitErrorDetails]:
         algorithm = self.training.AlgorithmSpecification or {}

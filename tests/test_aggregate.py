@@ -20,6 +20,7 @@ def request(**overrides):
             "name": "demo",
             "input": {"uri": "s3://b/in.jsonl"},
             "output_uri": "s3://b/out",
+            "local": {"command": ["python", "train.py"]},
             "metrics": {"objective": "validation:accuracy", "direction": "maximize"},
             **overrides,
         }

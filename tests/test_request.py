@@ -13,7 +13,13 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def minimal(**overrides) -> dict:
-    return {"name": "churn", "input": {"uri": "s3://b/in/data.csv"}, "output_uri": "s3://b/out", **overrides}
+    return {
+        "name": "churn",
+        "input": {"uri": "s3://b/in/data.csv"},
+        "output_uri": "s3://b/out",
+        "local": {"command": ["python", "train.py"]},
+        **overrides,
+    }
 
 
 def problems(conf) -> list[str]:
