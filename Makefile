@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint constraints bench clean
+.PHONY: test lint constraints bench clean demo airflow
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -33,3 +33,11 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV)
+
+# The one-command demo: local backend, real training, no AWS (see examples/run_demo.py).
+demo: $(VENV)/.installed
+	$(BIN)/python examples/run_demo.py
+
+# Airflow on this machine (standalone, SQLite under .demo/) with the DAG loaded: http://localhost:8080
+airflow: $(VENV)/.installed
+	$(BIN)/python examples/run_airflow.py

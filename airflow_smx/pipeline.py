@@ -20,12 +20,14 @@ from airflow_smx.form import form_fields, request_from_form
 from airflow_smx.hooks.experiments import ensure_trial
 from airflow_smx.hooks.storage import s3_storage_options
 from airflow_smx.naming import cv_run_id, trial_name
+from airflow_smx.operators.local_fold import LocalFoldTrainingOperator, record_uri
 from airflow_smx.operators.sagemaker_fold import SageMakerFoldTrainingOperator, clean_description
 from airflow_smx.policy import outside_prefixes
 from airflow_smx.request import CVRequest, RequestError, parse_request
 from airflow_smx.smx_validator import is_smx_validator_input
 from airflow_smx.training import fold_training_config
 
+LOCAL_TASK = "train_fold_local"
 RESULT_ASSET = Asset(name="smx_cross_validation_result", uri="smx://cross-validation/result")
 # A mapped task's pool_slots cannot vary per run, so folds go to the task whose slot count
 # covers their InstanceCount (rounded up to a power of two).
@@ -93,8 +95,8 @@ def check_request(stored: dict[str, Any] | None = None, **context: Any) -> dict[
 
 
 def _backend_problems(request: CVRequest) -> list[str]:
-    if request.backend != "sagemaker":
-        return ["backend: only sagemaker runs in this DAG so far; the local backend is not available yet"]
+    if request.backend == "local":
+        return []  # the request model already requires local.command
     problems = []
     for path, uri in (("input.uri", request.input.uri), ("output_uri", request.output_uri)):
         if not uri.startswith("s3://"):
@@ -126,23 +128,31 @@ def split_dataset_task(run: dict[str, Any]) -> dict[str, Any]:
         )
     except SplitError as error:
         raise AirflowFailException(f"cannot split: {error}") from None
-    if request.experiment.enabled:
+    if request.experiment.enabled and request.backend == "sagemaker":
         client = SageMakerHook(aws_conn_id=settings.get("aws_conn_id")).conn
         tags = [t.model_dump() for t in request.tags]
         ensure_trial(client, request.experiment_name, trial_name(request.name, when), tags)
     role = settings.get("role_arn") or None
-    slots = slot_size(request.training.instance_count)
     jobs = [
         {"fold": f.index, "config": fold_training_config(request, plan, f, when, run["run_id"], role)}
         for f in plan.folds
     ]
+    local = request.backend == "local"
+    if local:
+        slots, task_id = 0, LOCAL_TASK
+        jobs = [{**job, **request.local.model_dump(include={"command", "env", "workdir"})} for job in jobs]
+    else:
+        slots = slot_size(request.training.instance_count)
+        task_id = train_task_id(slots)
     result: dict[str, Any] = {f"x{size}": jobs if size == slots else [] for size in SLOT_SIZES}
+    result["local"] = jobs if local else []
     result["folds"] = [
         {
             "fold": job["fold"],
             "job_name": job["config"]["TrainingJobName"],
-            "task_id": train_task_id(slots),
+            "task_id": task_id,
             "map_index": i,
+            "record": record_uri(job["config"]) if local else None,
         }
         for i, job in enumerate(jobs)
     ]
@@ -161,11 +171,11 @@ def aggregate_results(run: dict[str, Any], folds: list[dict[str, Any]], **contex
     """Gather every fold's outcome, failed ones included; write cv_result.json; pass or fail the run."""
     request = CVRequest.model_validate(run["request"])
     hook = SageMakerHook(aws_conn_id=settings.get("aws_conn_id"))
-    outcomes = [_outcome(fold, context["ti"], hook) for fold in folds]
+    options = s3_storage_options(settings.get("aws_conn_id")) if request.output_uri.startswith("s3://") else {}
+    outcomes = [_outcome(fold, context["ti"], hook, options) for fold in folds]
     result = cv_result(request, outcomes, run["cv_run_id"], run["original"])
     text = report(result["summary"], outcomes)
     results_uri = storage.join(request.output_uri, run["cv_run_id"], "results")
-    options = s3_storage_options(settings.get("aws_conn_id")) if results_uri.startswith("s3://") else {}
     fs, path = storage.filesystem(results_uri, options)
     storage.write_json(fs, f"{path}/cv_result.json", result)
     storage.write_bytes(fs, f"{path}/cv_report.txt", text.encode())
@@ -177,10 +187,15 @@ def aggregate_results(run: dict[str, Any], folds: list[dict[str, Any]], **contex
     return summary
 
 
-def _outcome(fold: dict[str, Any], ti: Any, hook: SageMakerHook) -> FoldOutcome:
+def _outcome(fold: dict[str, Any], ti: Any, hook: SageMakerHook, options: dict[str, Any]) -> FoldOutcome:
     result = ti.xcom_pull(task_ids=fold["task_id"], map_indexes=fold["map_index"])
     if result:
         return FoldOutcome(fold["fold"], fold["job_name"], result)
+    if fold.get("record"):  # a local fold keeps its record beside its model, failed or not
+        fs, path = storage.filesystem(fold["record"], options)
+        if fs.exists(path):
+            return FoldOutcome(fold["fold"], fold["job_name"], storage.read_json(fs, path))
+        return FoldOutcome(fold["fold"], fold["job_name"], None, error="the fold's process never ran")
     try:  # the task failed: SageMaker says why, if the job exists
         description = clean_description(hook.describe_training_job(fold["job_name"]))
     except Exception as error:
@@ -230,6 +245,16 @@ def cross_validation_dag(
             ).expand_kwargs(fold_jobs.override(task_id=f"jobs_x{size}")(split[f"x{size}"]))
             for size in SLOT_SIZES
         ]
+        trainers.append(
+            LocalFoldTrainingOperator.partial(
+                task_id=LOCAL_TASK,
+                pool=pool,
+                aws_conn_id=settings.get("aws_conn_id"),
+                retries=1,
+                retry_delay=datetime.timedelta(seconds=30),
+                map_index_template="fold {{ task.fold }}",
+            ).expand_kwargs(fold_jobs.override(task_id="jobs_local")(split["local"]))
+        )
         aggregate = aggregate_results(run, split["folds"])
         trainers >> aggregate
     return dag

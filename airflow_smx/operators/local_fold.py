@@ -1,0 +1,198 @@
+"""One fold trained by a local process under SageMaker's container contract."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import threading
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+
+from airflow_smx import local, storage
+from airflow_smx.hooks.storage import s3_storage_options
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+KILL_GRACE_SECONDS = 10
+
+
+def record_uri(config: dict[str, Any]) -> str:
+    """Where a local fold's DescribeTrainingJob-shaped record is kept (next to its model)."""
+    return storage.join(
+        config["OutputDataConfig"]["S3OutputPath"], config["TrainingJobName"], "output", "describe.json"
+    )
+
+
+class LocalFoldTrainingOperator(BaseOperator):
+    """Train one cross-validation fold with a local command, as SageMaker would run it.
+
+    The fold's CreateTrainingJob request (the same one the SageMaker operator gets) is laid
+    out as /opt/ml in a temporary folder: hyperparameters.json, resourceconfig.json, the
+    channels' data (ManifestFile lists resolved), model/ and output/, with the script-mode
+    environment (SM_CHANNEL_*, SM_MODEL_DIR, SM_HPS, SM_HP_*, ... and SAGEMAKER_BASE_DIR).
+    Output streams to the task log; AlgorithmSpecification.MetricDefinitions are applied to it;
+    model/ is uploaded as model.tar.gz. The result is DescribeTrainingJob-shaped, so the
+    aggregation does not care which backend ran. A retry re-uses a completed fold's record;
+    killing the task ends the command's whole process group.
+
+    :param config: the fold's CreateTrainingJob request
+    :param command: the training command, run in its own process group
+    :param fold: the fold's index, for logs and the UI label
+    :param env: extra environment variables for the command
+    :param workdir: where the command runs (default: the worker's current folder)
+    :param aws_conn_id: connection for s3:// channels and outputs
+    """
+
+    ui_color = "#e8f4ea"
+
+    def __init__(
+        self,
+        *,
+        config: dict[str, Any],
+        command: list[str],
+        fold: int = 0,
+        env: dict[str, str] | None = None,
+        workdir: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.config = config
+        self.command = command
+        self.fold = fold
+        self.env = env or {}
+        self.workdir = workdir
+        self.aws_conn_id = aws_conn_id
+        self._process: subprocess.Popen | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        options = self._storage_options()
+        fs, path = storage.filesystem(record_uri(self.config), options)
+        if fs.exists(path):
+            previous = storage.read_json(fs, path)
+            if previous.get("TrainingJobStatus") == "Completed":
+                self.log.info("Fold %d: %s already completed; re-using its result", self.fold, self.job_name)
+                return previous
+        record = self._train(options)
+        storage.write_json(fs, path, record)
+        if record["TrainingJobStatus"] != "Completed":
+            raise AirflowFailException(f"Fold {self.fold}: {self.job_name} Failed: {record['FailureReason']}")
+        return record
+
+    @property
+    def job_name(self) -> str:
+        return self.config["TrainingJobName"]
+
+    def on_kill(self) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        self.log.warning("Fold %d: ending the training process group %d", self.fold, process.pid)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def _storage_options(self) -> dict[str, Any]:
+        uris = [
+            record_uri(self.config),
+            *(c["DataSource"]["S3DataSource"]["S3Uri"] for c in self.config["InputDataConfig"]),
+        ]
+        return s3_storage_options(self.aws_conn_id) if any(u.startswith("s3://") for u in uris) else {}
+
+    def _train(self, options: dict[str, Any]) -> dict[str, Any]:
+        definitions = self.config.get("AlgorithmSpecification", {}).get("MetricDefinitions", [])
+        with tempfile.TemporaryDirectory(prefix=f"smx-{self.job_name}-") as folder:
+            base = Path(folder)
+            channels = local.lay_out(base, self.config, options)
+            env = {**os.environ, **local.environment(base, self.config, channels), **self.env}
+            started = datetime.now(UTC)
+            returncode, matched, tail = self._run(env, definitions)
+            ended = datetime.now(UTC)
+            reason = local.failure_reason(base, returncode, list(tail))
+            artifacts = None
+            if reason is None:
+                archive = base / "model.tar.gz"
+                local.pack_model(base / "model", archive)
+                artifacts = storage.join(
+                    self.config["OutputDataConfig"]["S3OutputPath"], self.job_name, "output", "model.tar.gz"
+                )
+                fs, path = storage.filesystem(artifacts, options)
+                with archive.open("rb") as source, storage.open_write(fs, path) as out:
+                    out.write(source.read())
+        return self._record(started, ended, reason, local.final_metrics(matched, definitions, ended), artifacts)
+
+    def _run(self, env: dict[str, str], definitions: list[dict[str, str]]) -> tuple[int, list[str], deque]:
+        """Run the command, streaming its output; keep the lines metrics match and the last few."""
+        self.log.info("Fold %d: running %s", self.fold, " ".join(self.command))
+        process = subprocess.Popen(
+            self.command,
+            cwd=self.workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # its own process group: on_kill ends the command and its children
+        )
+        self._process = process
+        limit = self.config.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
+        timer = threading.Timer(limit, self.on_kill) if limit else None
+        if timer:
+            timer.start()
+        matched: list[str] = []
+        tail: deque = deque(maxlen=20)
+        patterns = [re.compile(d["Regex"]) for d in definitions]
+        try:
+            for line in process.stdout:
+                line = line.rstrip("\n")
+                self.log.info("%s", line)
+                tail.append(line)
+                if any(p.search(line) for p in patterns):
+                    matched.append(line)
+            return process.wait(), matched, tail
+        finally:
+            if timer:
+                timer.cancel()
+
+    def _record(
+        self,
+        started: datetime,
+        ended: datetime,
+        reason: str | None,
+        metrics: list[dict[str, Any]],
+        artifacts: str | None,
+    ) -> dict[str, Any]:
+        status = "Completed" if reason is None else "Failed"
+        record = {
+            "TrainingJobName": self.job_name,
+            "TrainingJobArn": f"local:training-job/{self.job_name}",
+            "TrainingJobStatus": status,
+            "SecondaryStatus": status,
+            "HyperParameters": self.config.get("HyperParameters", {}),
+            "AlgorithmSpecification": self.config.get("AlgorithmSpecification", {}),
+            "InputDataConfig": self.config["InputDataConfig"],
+            "OutputDataConfig": self.config["OutputDataConfig"],
+            "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 0},
+            "StoppingCondition": self.config.get("StoppingCondition", {}),
+            "CreationTime": started.isoformat(),
+            "TrainingStartTime": started.isoformat(),
+            "TrainingEndTime": ended.isoformat(),
+            "TrainingTimeInSeconds": round((ended - started).total_seconds()),
+            "BillableTimeInSeconds": 0,
+            "FinalMetricDataList": metrics,
+        }
+        if reason is not None:
+            record["FailureReason"] = reason
+        if artifacts is not None:
+            record["ModelArtifacts"] = {"S3ModelArtifacts": artifacts}
+        return record

@@ -1,0 +1,175 @@
+"""The local backend: SageMaker's container contract, metrics from output, kill, re-use, and the
+demo's scores equal to scikit-learn's cross_validate on the same folds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import tarfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from airflow_smx.folds import split_dataset
+from airflow_smx.operators.local_fold import LocalFoldTrainingOperator, record_uri
+from airflow_smx.request import parse_request
+from airflow_smx.training import fold_training_config
+
+ROOT = Path(__file__).parent.parent
+WHEN = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+PROBE = """
+import json, os, pathlib, sys
+base = pathlib.Path(os.environ["SAGEMAKER_BASE_DIR"])
+report = {
+    "env": {k: v for k, v in os.environ.items() if k.startswith("SM_") or k == "SAGEMAKER_BASE_DIR"},
+    "hyperparameters": json.loads((base / "input/config/hyperparameters.json").read_text()),
+    "resourceconfig": json.loads((base / "input/config/resourceconfig.json").read_text()),
+    "train": sorted(p.name for p in pathlib.Path(os.environ["SM_CHANNEL_TRAIN"]).iterdir()),
+    "validation": sorted(p.name for p in pathlib.Path(os.environ["SM_CHANNEL_VALIDATION"]).iterdir()),
+    "rows": sum(len(p.read_text().splitlines()) for p in pathlib.Path(os.environ["SM_CHANNEL_TRAIN"]).iterdir()),
+}
+pathlib.Path(os.environ["REPORT_FILE"]).write_text(json.dumps(report))
+print("score=0.5"); print("score=0.75")
+(pathlib.Path(os.environ["SM_MODEL_DIR"]) / "weights.txt").write_text("w")
+if os.environ.get("FAIL"):
+    (base / "output/failure").write_text("ValueError: bad input")
+    sys.exit(1)
+"""
+
+
+def fold_configs(tmp_path, command, **local):
+    data = tmp_path / "data.csv"
+    data.write_text("".join(f"{i % 2},{i},{i * 0.5}\n" for i in range(40)))
+    request = parse_request(
+        {
+            "name": "probe",
+            "input": {"uri": data.as_uri(), "label": 0},
+            "output_uri": (tmp_path / "out").as_uri(),
+            "cv": {"strategy": "stratified", "n_splits": 4},
+            "local": {"command": command, **local},
+            "training": {
+                "AlgorithmSpecification": {"MetricDefinitions": [{"Name": "score", "Regex": "score=([0-9.]+)"}]},
+                "HyperParameters": {"alpha": "0.1", "rows": "${num_training_samples}"},
+                "StoppingCondition": {"MaxRuntimeInSeconds": 120},
+            },
+        }
+    )
+    plan = split_dataset(request.input, request.cv, (tmp_path / "out" / "run" / "folds").as_uri())
+    return [fold_training_config(request, plan, f, WHEN, "run") for f in plan.folds]
+
+
+def operator(config, command, **kwargs):
+    return LocalFoldTrainingOperator(
+        task_id="train_fold_local", config=config, command=command, aws_conn_id=None, **kwargs
+    )
+
+
+def test_the_container_contract_metrics_and_model(tmp_path):
+    command = [sys.executable, "-c", PROBE]
+    config = fold_configs(tmp_path, command)[1]
+    result = operator(config, command, env={"REPORT_FILE": str(tmp_path / "report.json")}).execute({})
+    report = json.loads((tmp_path / "report.json").read_text())
+    env = report["env"]
+    assert report["hyperparameters"] == {"alpha": "0.1", "rows": "30"} and report["rows"] == 30
+    assert report["resourceconfig"]["current_host"] == "algo-1"
+    assert report["train"] == ["part-00000.csv", "part-00002.csv", "part-00003.csv"]  # the manifest, resolved
+    assert report["validation"] == ["part-00001.csv"]
+    assert env["SM_MODEL_DIR"] == env["SAGEMAKER_BASE_DIR"] + "/model"
+    assert json.loads(env["SM_HPS"]) == {"alpha": "0.1", "rows": "30"} and env["SM_HP_ALPHA"] == "0.1"
+    assert json.loads(env["SM_CHANNELS"]) == ["train", "validation"]
+    assert {"SM_OUTPUT_DATA_DIR", "SM_NUM_CPUS", "SM_CHANNEL_TRAIN", "SM_CHANNEL_VALIDATION"} <= set(env)
+    assert result["TrainingJobStatus"] == "Completed"
+    assert [(m["MetricName"], m["Value"]) for m in result["FinalMetricDataList"]] == [("score", 0.75)]
+    model = Path(result["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("file://"))
+    with tarfile.open(model) as archive:
+        assert archive.getnames() == ["weights.txt"]
+    assert json.loads(Path(record_uri(config).removeprefix("file://")).read_text()) == result
+
+
+def test_a_failure_is_reported_with_the_scripts_reason_and_a_completed_fold_is_reused(tmp_path):
+    command = [sys.executable, "-c", PROBE]
+    config = fold_configs(tmp_path, command)[0]
+    env = {"REPORT_FILE": str(tmp_path / "report.json")}
+    with pytest.raises(AirflowFailException, match="ValueError: bad input"):
+        operator(config, command, env={**env, "FAIL": "1"}).execute({})
+    record = json.loads(Path(record_uri(config).removeprefix("file://")).read_text())
+    assert record["TrainingJobStatus"] == "Failed" and record["FailureReason"] == "ValueError: bad input"
+    first = operator(config, command, env=env).execute({})  # the retry trains again: the fold had failed
+    again = operator(config, [sys.executable, "-c", "raise SystemExit(3)"]).execute({})  # re-used, not rerun
+    assert again == first and first["TrainingJobStatus"] == "Completed"
+
+
+def test_killing_a_local_fold_ends_its_process_group(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time, pathlib;"
+        f"c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']);"
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(c.pid)); time.sleep(300)"
+    )
+    command = [sys.executable, "-c", script]
+    task = operator(fold_configs(tmp_path, command)[0], command)
+    outcome = {}
+
+    def run():
+        try:
+            task.execute({})
+        except AirflowFailException as error:
+            outcome["error"] = str(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    task.on_kill()
+    thread.join(30)
+    assert not thread.is_alive() and "exit code -15" in outcome["error"]
+    time.sleep(0.5)
+    assert not alive(child)  # the script's own child ended too
+
+
+def alive(pid: int) -> bool:
+    """Running, not just a zombie waiting for a parent to reap it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_demo_scores_equal_sklearn_cross_validate_on_the_same_folds(airflow_db, tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+    from sklearn.model_selection import StratifiedKFold, cross_validate
+
+    spec = importlib.util.spec_from_file_location("run_demo", ROOT / "examples" / "run_demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    data = demo.write_dataset(tmp_path / "data" / "breast_cancer.csv")
+    monkeypatch.setenv("AIRFLOW__SMX__ALLOWED_PREFIXES", json.dumps([tmp_path.as_uri()]))
+    monkeypatch.setenv("AIRFLOW__SMX__AWS_CONN_ID", "")
+    run = DagBag(dag_folder=str(ROOT / "dags")).dags["smx_cross_validation"].test(run_conf=demo.demo_conf(tmp_path))
+    assert run.state == "success"
+    (result_file,) = tmp_path.glob("runs/*/results/cv_result.json")
+    metrics = json.loads(result_file.read_text())["summary"]["metrics"]
+
+    table = np.loadtxt(data, delimiter=",")
+    features, labels = table[:, 1:], table[:, 0]
+    tests = [test for _, test in StratifiedKFold(5, shuffle=True, random_state=42).split(features, labels)]
+    # the train channel is the other folds' parts one after another, each in file order
+    folds = [(np.concatenate([t for j, t in enumerate(tests) if j != i]), test) for i, test in enumerate(tests)]
+    trainer = importlib.util.spec_from_file_location("train_sklearn", ROOT / "examples" / "train_sklearn.py")
+    train = importlib.util.module_from_spec(trainer)
+    trainer.loader.exec_module(train)
+    expected = cross_validate(train.estimator(), features, labels, cv=folds, scoring=["accuracy", "f1", "roc_auc"])
+    for name in ("accuracy", "f1", "roc_auc"):
+        ours = [metrics[f"validation:{name}"]["values"][str(i)] for i in range(5)]
+        assert np.allclose(ours, expected[f"test_{name}"], rtol=0, atol=1e-9), name
