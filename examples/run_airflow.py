@@ -28,16 +28,21 @@ STOP_GRACE_SECONDS = 20
 
 def main() -> int:
     write_dataset(DEMO / "data" / "breast_cancer.csv")
+    port = os.environ.get("PORT", "8080")
     env = demo_environment(DEMO) | {
         "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__API__PORT": os.environ.get("PORT", "8080"),
+        "AIRFLOW__API__PORT": port,
+        # tasks report to the api-server's execution API, which listens on that same port
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
     }
     conf_file = DEMO / "local-demo-conf.json"
     conf_file.write_text(json.dumps(demo_conf(DEMO), indent=2))
     print(f"Airflow home: {DEMO / 'airflow'}; the demo conf to paste into the trigger form: {conf_file}")
-    airflow = subprocess.Popen(
-        [str(Path(sys.executable).parent / "airflow"), "standalone"], env=env, start_new_session=True
-    )
+    command = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([command, "db", "migrate"], env=env, check=True, capture_output=True)
+    # fold tasks wait in the pool; without it they would never be scheduled
+    subprocess.run([command, "smx", "setup-pool"], env=env, check=True)
+    airflow = subprocess.Popen([command, "standalone"], env=env, start_new_session=True)
     try:
         return airflow.wait()
     except KeyboardInterrupt:
