@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint constraints bench clean demo airflow
+.PHONY: test lint constraints bench clean demo airflow mwaa
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -41,3 +41,7 @@ demo: $(VENV)/.installed
 # Airflow on this machine (standalone, SQLite under .demo/) with the DAG loaded: http://localhost:8080
 airflow: $(VENV)/.installed
 	$(BIN)/python examples/run_airflow.py
+
+# The Amazon MWAA bundle (plugins.zip with the wheel, requirements.txt, the DAG) in build/mwaa/.
+mwaa: $(VENV)/.installed
+	$(BIN)/python deploy/mwaa/build.py

@@ -1,0 +1,62 @@
+"""Deployment artifacts: the Amazon MWAA bundle and its IAM policy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_mwaa_bundle_builds_with_one_command(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "mwaa" / "build.py"), "--out", str(tmp_path / "mwaa")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    with zipfile.ZipFile(tmp_path / "mwaa" / "plugins.zip") as plugins:
+        (wheel,) = plugins.namelist()  # at the top level, where --find-links looks
+        assert wheel.startswith("airflow_smx-") and wheel.endswith(".whl")
+        plugins.extract(wheel, tmp_path)
+    with zipfile.ZipFile(tmp_path / wheel) as package:
+        names = package.namelist()
+        entry_points = package.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "airflow_smx/pipeline.py" in names and "airflow_smx/folds/split.py" in names
+    assert "[apache_airflow_provider]" in entry_points and "airflow-smx = airflow_smx.cli:main" in entry_points
+    requirements = (tmp_path / "mwaa" / "requirements.txt").read_text().splitlines()
+    version = wheel.split("-")[1]
+    assert requirements[1:] == [
+        '--constraint "https://raw.githubusercontent.com/apache/airflow/constraints-3.3.1/constraints-3.12.txt"',
+        "--find-links /usr/local/airflow/plugins",
+        f"airflow-smx=={version}",
+    ]
+    dag = (tmp_path / "mwaa" / "dags" / "smx_cross_validation.py").read_text()
+    assert dag == (ROOT / "dags" / "smx_cross_validation.py").read_text()
+
+
+def test_iam_policy_grants_only_what_a_cv_run_needs():
+    policy = json.loads((ROOT / "deploy" / "mwaa" / "iam-policy.json").read_text())
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert all(s["Effect"] == "Allow" for s in statements.values())
+    jobs = statements["CrossValidationTrainingJobs"]
+    assert set(jobs["Action"]) == {
+        "sagemaker:CreateTrainingJob",
+        "sagemaker:DescribeTrainingJob",
+        "sagemaker:StopTrainingJob",
+        "sagemaker:AddTags",
+        "sagemaker:ListTags",
+    }
+    assert jobs["Resource"].endswith(":training-job/crossvalidator-*")
+    pass_role = statements["PassTheTrainingRoleOnly"]
+    assert pass_role["Resource"] == "${TrainingRoleArn}"
+    assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
+    assert statements["ReadInputPrefix"]["Action"] == ["s3:GetObject"]
+    actions = [a for s in statements.values() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    assert not [a for a in actions if a.endswith("*")]  # no wildcard actions
+    resources = [
+        r for s in statements.values() for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    ]
+    assert "*" not in resources
