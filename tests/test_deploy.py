@@ -8,6 +8,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -60,3 +62,33 @@ def test_iam_policy_grants_only_what_a_cv_run_needs():
         r for s in statements.values() for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
     ]
     assert "*" not in resources
+
+
+def compose_command() -> list[str] | None:
+    """`docker compose` (v2 plugin) or `docker-compose` (v1, Debian's package), whichever exists."""
+    import shutil
+
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+@pytest.mark.skipif(compose_command() is None, reason="no docker compose client (.ci/run installs one)")
+def test_docker_compose_config_is_valid_and_complete():
+    import yaml
+
+    result = subprocess.run([*compose_command(), "config"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert {"postgres", "aws", "airflow-init", "api-server", "scheduler", "dag-processor", "triggerer"} == set(services)
+    for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
+        service = services[name]
+        assert service["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        assert service["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
+        assert any(
+            str(v).endswith(":/opt/airflow/dags:ro") or (isinstance(v, dict) and v.get("target") == "/opt/airflow/dags")
+            for v in service["volumes"]
+        )
+        assert service["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert "airflow smx setup-pool" in " ".join(services["airflow-init"]["command"])
+    assert "pip install" in (ROOT / "Dockerfile").read_text()
