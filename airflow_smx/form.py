@@ -51,15 +51,19 @@ def field_name(path: str) -> str:
     return path.replace(".", "_")
 
 
-def form_fields() -> dict[str, dict[str, Any]]:
-    """Param keyword arguments per form field: default, type, title, description, section."""
+def form_fields(defaults: CVRequest | None = None) -> dict[str, dict[str, Any]]:
+    """Param keyword arguments per form field: default, type, title, description, section.
+
+    :param defaults: a request whose values the form starts from (else the model's defaults)
+    """
     schema = request_json_schema()
+    values = form_values(defaults) if defaults is not None else {}
     fields = {}
     for section, paths in SECTIONS.items():
         for path in paths:
             prop = _property(schema, path)
             field = {
-                "default": _default(path, prop),
+                "default": values[field_name(path)] if values else _default(path, prop),
                 "title": prop.get("title", path),
                 "description": prop.get("description", ""),
                 "section": section,
@@ -67,6 +71,19 @@ def form_fields() -> dict[str, dict[str, Any]]:
             }
             fields[field_name(path)] = field
     return fields
+
+
+def form_values(request: CVRequest) -> dict[str, Any]:
+    """The form's flat values of a request (the inverse of :func:`request_from_form`)."""
+    dumped = request.model_dump(mode="json", exclude_none=False)
+    values = {}
+    for paths in SECTIONS.values():
+        for path in paths:
+            node: Any = dumped
+            for key in path.split("."):
+                node = node[key]
+            values[field_name(path)] = node
+    return values
 
 
 def request_from_form(values: dict[str, Any]) -> dict[str, Any]:

@@ -203,9 +203,13 @@ def _outcome(fold: dict[str, Any], ti: Any, hook: SageMakerHook, options: dict[s
     return FoldOutcome(fold["fold"], fold["job_name"], description)
 
 
-def params() -> dict[str, Param]:
-    """The trigger form: one Param per form field, generated from the request's schema."""
-    return {name: Param(**spec) for name, spec in form_fields().items()}
+def params(stored: dict[str, Any] | None = None) -> dict[str, Param]:
+    """The trigger form: one Param per form field, generated from the request's schema.
+
+    :param stored: a request (ours or SMX-Validator's) the form starts from
+    """
+    defaults = parse_request(stored) if stored else None
+    return {name: Param(**spec) for name, spec in form_fields(defaults).items()}
 
 
 def cross_validation_dag(
@@ -225,7 +229,7 @@ def cross_validation_dag(
         schedule=schedule,
         start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
         catchup=False,
-        params=params(),
+        params=params(request),
         doc_md=DOC.format(pool=pool),
         tags=["sagemaker", "cross-validation"],
         **kwargs,

@@ -5,8 +5,8 @@
 Runs `airflow standalone` (api-server, scheduler, dag-processor, triggerer) with the demo's
 Airflow home (.demo/airflow, SQLite), the venv's bin first on PATH, and the demo data written.
 Open http://localhost:8080, log in as admin (the password is printed, and kept in
-.demo/airflow/simple_auth_manager_passwords.json.generated), trigger smx_cross_validation and
-paste the conf printed at start (or fill in the form). Ctrl-C stops every part: Airflow runs in
+.demo/airflow/simple_auth_manager_passwords.json.generated) and trigger smx_cross_validation:
+its form starts from the demo request (examples/local-demo.json), ready to run or to change. Ctrl-C stops every part: Airflow runs in
 its own process group, which is ended as a whole.
 """
 
@@ -34,10 +34,12 @@ def main() -> int:
         "AIRFLOW__API__PORT": port,
         # tasks report to the api-server's execution API, which listens on that same port
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        # the trigger form starts from the demo request: trigger it as it is, or change a field
+        "AIRFLOW__SMX__REQUEST_FILE": str(DEMO / "local-demo-conf.json"),
     }
     conf_file = DEMO / "local-demo-conf.json"
     conf_file.write_text(json.dumps(demo_conf(DEMO), indent=2))
-    print(f"Airflow home: {DEMO / 'airflow'}; the demo conf to paste into the trigger form: {conf_file}")
+    print(f"Airflow home: {DEMO / 'airflow'}; the trigger form starts from the demo request {conf_file}")
     command = str(Path(sys.executable).parent / "airflow")
     subprocess.run([command, "db", "migrate"], env=env, check=True, capture_output=True)
     # fold tasks wait in the pool; without it they would never be scheduled

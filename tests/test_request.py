@@ -174,3 +174,14 @@ def test_every_form_field_has_a_title_a_description_and_a_valid_default():
         assert field["title"] and field["description"] and field["section"], name
     request = parse_request(request_from_form({k: f["default"] for k, f in fields.items()}))
     assert request.cv.n_splits == fields["cv_n_splits"]["default"]
+
+
+def test_the_form_can_start_from_a_stored_request_and_gives_it_back():
+    from airflow_smx.form import form_fields, request_from_form
+
+    sample = json.loads((EXAMPLES / "smx_validator_sample.json").read_text())
+    stored = parse_request(sample)
+    fields = form_fields(stored)
+    assert fields["name"]["default"] == "my_project" and fields["cv_random_state"]["default"] == 42
+    assert fields["training"]["default"]["ResourceConfig"]["InstanceType"] == "ml.p3.2xlarge"
+    assert parse_request(request_from_form({k: f["default"] for k, f in fields.items()})) == stored
