@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tarfile
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +39,7 @@ def lay_out(base: Path, config: dict[str, Any], storage_options: dict[str, Any] 
         target = base / "input" / "data" / name
         target.mkdir(parents=True)
         for uri in _objects(source["S3DataType"], source["S3Uri"], storage_options):
-            _fetch(uri, target / uri.rstrip("/").rsplit("/", 1)[-1], storage_options)
+            storage.download(uri, target / uri.rstrip("/").rsplit("/", 1)[-1], storage_options)
         channels[name] = target
         input_config[name] = {
             "TrainingInputMode": "File",
@@ -60,12 +59,6 @@ def _objects(data_type: str, uri: str, storage_options: dict[str, Any] | None) -
     manifest = storage.read_json(fs, path)
     prefix = manifest[0]["prefix"]
     return [storage.join(prefix, key) for key in manifest[1:]]
-
-
-def _fetch(uri: str, target: Path, storage_options: dict[str, Any] | None) -> None:
-    fs, path = storage.filesystem(uri, storage_options)
-    with storage.open_read(fs, path) as source, target.open("wb") as out:
-        shutil.copyfileobj(source, out, storage.BLOCK)
 
 
 def environment(base: Path, config: dict[str, Any], channels: dict[str, Path]) -> dict[str, str]:

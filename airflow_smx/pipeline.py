@@ -18,7 +18,7 @@ from airflow_smx.aggregate import FoldOutcome, cv_result, report
 from airflow_smx.folds import SplitError, split_dataset
 from airflow_smx.form import form_fields, request_from_form
 from airflow_smx.hooks.experiments import ensure_trial
-from airflow_smx.hooks.storage import s3_storage_options
+from airflow_smx.hooks.storage import storage_options_for
 from airflow_smx.naming import cv_run_id, trial_name
 from airflow_smx.operators.local_fold import LocalFoldTrainingOperator, record_uri
 from airflow_smx.operators.sagemaker_fold import SageMakerFoldTrainingOperator, clean_description
@@ -117,7 +117,7 @@ def split_dataset_task(run: dict[str, Any]) -> dict[str, Any]:
     request = CVRequest.model_validate(run["request"])
     when = datetime.datetime.fromisoformat(run["when"])
     folds_uri = storage.join(request.output_uri, run["cv_run_id"], "folds")
-    options = s3_storage_options(settings.get("aws_conn_id")) if folds_uri.startswith("s3://") else {}
+    options = storage_options_for(settings.get("aws_conn_id"), request.input.uri, folds_uri)
     try:
         plan = split_dataset(
             request.input,
@@ -171,7 +171,7 @@ def aggregate_results(run: dict[str, Any], folds: list[dict[str, Any]], **contex
     """Gather every fold's outcome, failed ones included; write cv_result.json; pass or fail the run."""
     request = CVRequest.model_validate(run["request"])
     hook = SageMakerHook(aws_conn_id=settings.get("aws_conn_id"))
-    options = s3_storage_options(settings.get("aws_conn_id")) if request.output_uri.startswith("s3://") else {}
+    options = storage_options_for(settings.get("aws_conn_id"), request.output_uri)
     outcomes = [_outcome(fold, context["ti"], hook, options) for fold in folds]
     result = cv_result(request, outcomes, run["cv_run_id"], run["original"])
     text = report(result["summary"], outcomes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import posixpath
+import shutil
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
@@ -76,6 +77,20 @@ def is_local_handle(handle: IO[bytes]) -> bool:
     return fs is None or is_local(fs)
 
 
+def upload(local_path: Any, uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Copy a local file to ``uri`` in blocks."""
+    fs, path = filesystem(uri, storage_options)
+    with open(local_path, "rb") as source, open_write(fs, path) as out:
+        shutil.copyfileobj(source, out, BLOCK)
+
+
+def download(uri: str, local_path: Any, storage_options: dict[str, Any] | None = None) -> None:
+    """Copy ``uri`` to a local file in blocks."""
+    fs, path = filesystem(uri, storage_options)
+    with open_read(fs, path) as source, open(local_path, "wb") as out:
+        shutil.copyfileobj(source, out, BLOCK)
+
+
 def write_bytes(fs: AbstractFileSystem, path: str, data: bytes) -> None:
     with open_write(fs, path) as handle:
         handle.write(data)
@@ -104,8 +119,7 @@ def concatenate(fs: AbstractFileSystem, target: str, sources: Sequence[str]) -> 
     with open_write(fs, target) as out:
         for source in sources:
             with open_read(fs, source) as handle:
-                for block in iter(lambda h=handle: h.read(BLOCK), b""):
-                    out.write(block)
+                shutil.copyfileobj(handle, out, BLOCK)
 
 
 def _copyable(sizes: Sequence[int]) -> bool:

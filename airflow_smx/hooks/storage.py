@@ -22,3 +22,8 @@ def s3_storage_options(aws_conn_id: str | None) -> dict[str, Any]:
     if client_kwargs:
         options["client_kwargs"] = client_kwargs
     return options
+
+
+def storage_options_for(aws_conn_id: str | None, *uris: str) -> dict[str, Any]:
+    """The connection's s3fs options when any of ``uris`` is on S3; none for local files."""
+    return s3_storage_options(aws_conn_id) if any(u.startswith("s3://") for u in uris) else {}

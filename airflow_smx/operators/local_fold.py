@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from airflow_smx import local, storage
-from airflow_smx.hooks.storage import s3_storage_options
+from airflow_smx.hooks.storage import storage_options_for
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -103,11 +103,8 @@ class LocalFoldTrainingOperator(BaseOperator):
             os.killpg(process.pid, signal.SIGKILL)
 
     def _storage_options(self) -> dict[str, Any]:
-        uris = [
-            record_uri(self.config),
-            *(c["DataSource"]["S3DataSource"]["S3Uri"] for c in self.config["InputDataConfig"]),
-        ]
-        return s3_storage_options(self.aws_conn_id) if any(u.startswith("s3://") for u in uris) else {}
+        channels = (c["DataSource"]["S3DataSource"]["S3Uri"] for c in self.config["InputDataConfig"])
+        return storage_options_for(self.aws_conn_id, record_uri(self.config), *channels)
 
     def _train(self, options: dict[str, Any]) -> dict[str, Any]:
         definitions = self.config.get("AlgorithmSpecification", {}).get("MetricDefinitions", [])
@@ -126,9 +123,7 @@ class LocalFoldTrainingOperator(BaseOperator):
                 artifacts = storage.join(
                     self.config["OutputDataConfig"]["S3OutputPath"], self.job_name, "output", "model.tar.gz"
                 )
-                fs, path = storage.filesystem(artifacts, options)
-                with archive.open("rb") as source, storage.open_write(fs, path) as out:
-                    out.write(source.read())
+                storage.upload(archive, artifacts, options)
         return self._record(started, ended, reason, local.final_metrics(matched, definitions, ended), artifacts)
 
     def _run(self, env: dict[str, str], definitions: list[dict[str, str]]) -> tuple[int, list[str], deque]:
