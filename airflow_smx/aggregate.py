@@ -13,8 +13,6 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from scipy import stats
-
 from airflow_smx.request import CVRequest
 
 CONFIDENCE = 0.95
@@ -49,6 +47,8 @@ def metric_summary(values: dict[int, float]) -> dict[str, Any]:
     mean = statistics.fmean(numbers)
     std = statistics.stdev(numbers) if n > 1 else None
     if std is not None:
+        from scipy import stats  # here, not at the top: it would add half a second to every DAG parse
+
         half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * std / math.sqrt(n)
         interval = [mean - half, mean + half]
     else:

@@ -12,16 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import (
-    GroupKFold,
-    GroupShuffleSplit,
-    KFold,
-    RepeatedKFold,
-    RepeatedStratifiedKFold,
-    StratifiedGroupKFold,
-    StratifiedKFold,
-    train_test_split,
-)
 
 from airflow_smx.folds.records import SplitError
 from airflow_smx.request import CVSpec
@@ -43,6 +33,17 @@ class Assignment:
 
 def make_splitter(cv: CVSpec) -> Any:
     """The scikit-learn splitter that defines ``cv``'s folds."""
+    # scikit-learn is imported here, not at the top: the DAG file imports this package, and
+    # sklearn with scipy would add about a second to every parse and every task's start
+    from sklearn.model_selection import (
+        GroupKFold,
+        KFold,
+        RepeatedKFold,
+        RepeatedStratifiedKFold,
+        StratifiedGroupKFold,
+        StratifiedKFold,
+    )
+
     k, seed = cv.n_splits, cv.random_state
     state = seed if cv.shuffle else None
     if cv.strategy == "kfold":
@@ -62,6 +63,8 @@ def split_holdout(
     cv: CVSpec, n: int, labels: np.ndarray | None, groups: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Record indices (sorted) kept for cross-validation, and those held out."""
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split  # why here: see make_splitter
+
     everything = np.arange(n)
     if cv.holdout == 0:
         return everything, everything[:0]
