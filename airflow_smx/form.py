@@ -9,6 +9,7 @@ Whatever the form's shape, the request model is the one validator.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from airflow_smx.request import CVRequest, request_json_schema
@@ -99,6 +100,20 @@ def request_from_form(values: dict[str, Any]) -> dict[str, Any]:
                     node = node.setdefault(key, {})
                 node[leaf] = values[name]
     return request
+
+
+def unknown_fields(conf: dict[str, Any]) -> list[str]:
+    """A problem line for each key of a form-style conf that no form field has (a typo would
+    otherwise be ignored silently and the run would go ahead with the default)."""
+    known = [field_name(path) for paths in SECTIONS.values() for path in paths]
+    problems = []
+    for key in sorted(set(conf) - set(known)):
+        guess = difflib.get_close_matches(key, known, n=1) or [f for f in known if f.endswith(f"_{key}")]
+        hint = f"; did you mean {guess[0]}?" if guess else ""
+        problems.append(
+            f"{key}: not a field of the form, and the conf is neither a request nor SMX-Validator input{hint}"
+        )
+    return problems
 
 
 def _property(schema: dict[str, Any], path: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from airflow.sdk import DAG, Asset, Param, task
 from airflow_smx import settings, storage
 from airflow_smx.aggregate import FoldOutcome, cv_result, report
 from airflow_smx.folds import SplitError, split_dataset
-from airflow_smx.form import form_fields, request_from_form
+from airflow_smx.form import form_fields, request_from_form, unknown_fields
 from airflow_smx.hooks.experiments import ensure_trial
 from airflow_smx.hooks.storage import storage_options_for
 from airflow_smx.naming import cv_run_id, trial_name
@@ -57,6 +57,9 @@ def request_of(conf: dict[str, Any], params: dict[str, Any]) -> tuple[dict[str, 
         return dict(conf), dict(conf)
     if isinstance(conf.get("input"), dict):
         return dict(conf), {}
+    unknown = unknown_fields(conf)
+    if unknown:
+        raise RequestError(unknown)
     return request_from_form(params), {}
 
 
@@ -76,8 +79,8 @@ def check_request(stored: dict[str, Any] | None = None, **context: Any) -> dict[
     :param stored: the request of a DAG that runs without a conf (on a schedule or new data)
     """
     dag_run = context["dag_run"]
-    raw, original = request_of(dag_run.conf or stored or {}, dict(context["params"]))
     try:
+        raw, original = request_of(dag_run.conf or stored or {}, dict(context["params"]))
         request = parse_request(raw)
     except RequestError as error:
         raise AirflowFailException(str(error)) from None

@@ -190,6 +190,16 @@ def test_an_invalid_conf_starts_nothing_and_names_every_bad_field(run_dag, sagem
     assert "output_uri: s3://other-bucket/out is outside the allowed prefixes" in capfd.readouterr().out
 
 
+def test_a_misspelt_form_field_is_refused_not_ignored(run_dag, sagemaker, s3, capfd):
+    run = run_dag({"n_splits": 3})
+    assert run.state == "failed"
+    assert states(run)[("check_request", -1)] == "failed"
+    assert sagemaker.creates == []
+    output = capfd.readouterr().out
+    assert "n_splits: not a field of the form" in output
+    assert "did you mean cv_n_splits?" in output
+
+
 def test_a_stored_request_retrains_when_its_input_asset_is_updated(run_dag, sagemaker, s3, tmp_path, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 
