@@ -16,6 +16,7 @@ from airflow_smx.naming import cv_run_id, training_job_name, trial_name
 from airflow_smx.request import ChannelSpec, CVRequest
 
 CREATED_BY = "airflow-smx"
+RUN_TAG = "airflow_run_id"  # which Airflow run created a job: re-attach and clean-up check it
 
 
 def substitute(hyperparameters: dict[str, str], values: dict[str, Any]) -> dict[str, str]:
@@ -99,11 +100,15 @@ def fold_training_config(
     return config
 
 
+def run_tag_value(run_id: str) -> str:
+    return run_id[:256]  # SageMaker's limit for a tag value
+
+
 def run_tags(request: CVRequest, when: datetime, fold: int, run_id: str) -> list[dict[str, str]]:
     """SMX-Validator's tags (fold_name, crossvalidator_job_name, created_by) and the Airflow run id."""
     return [
         {"Key": "fold_name", "Value": f"fold{fold}"},
         {"Key": "crossvalidator_job_name", "Value": trial_name(request.name, when)},
         {"Key": "created_by", "Value": CREATED_BY},
-        {"Key": "airflow_run_id", "Value": run_id[:256]},
+        {"Key": RUN_TAG, "Value": run_tag_value(run_id)},
     ]

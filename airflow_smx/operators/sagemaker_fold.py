@@ -12,6 +12,8 @@ from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOp
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from botocore.exceptions import ClientError
 
+from airflow_smx.hooks.training_jobs import error_code, owner, stop
+from airflow_smx.training import RUN_TAG
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
 
 if TYPE_CHECKING:
@@ -20,7 +22,6 @@ if TYPE_CHECKING:
 RETRYABLE_CREATE_ERRORS = {"ThrottlingException", "ResourceLimitExceeded"}
 RUNNING = {"InProgress", "Stopping"}
 TRIGGER_FAIL = "__fail__"
-RUN_TAG = "airflow_run_id"
 DEFAULT_MAX_RUNTIME = 86_400  # SageMaker's own default for MaxRuntimeInSeconds
 
 
@@ -142,7 +143,7 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         try:
             return self.hook.describe_training_job(self.job_name)
         except ClientError as error:
-            if _code(error) in ("ValidationException", "ResourceNotFound"):
+            if error_code(error) in ("ValidationException", "ResourceNotFound"):
                 return None  # SageMaker answers ValidationException "Requested resource not found"
             raise
 
@@ -153,7 +154,7 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
                 self.hook.create_training_job(self.config, wait_for_completion=False, print_log=False)
                 return
             except ClientError as error:
-                code = _code(error)
+                code = error_code(error)
                 if code == "ResourceInUse":  # created meanwhile (a racing try): re-attach to it
                     return
                 if code not in RETRYABLE_CREATE_ERRORS or attempt == self.create_attempts:
@@ -168,8 +169,7 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         ours = next((t["Value"] for t in self.config.get("Tags", []) if t["Key"] == RUN_TAG), None)
         if ours is None:
             return
-        tags = self.hook.conn.list_tags(ResourceArn=description["TrainingJobArn"]).get("Tags", [])
-        theirs = next((t["Value"] for t in tags if t["Key"] == RUN_TAG), None)
+        theirs = owner(self.hook.conn, description["TrainingJobArn"])
         if theirs != ours:
             raise AirflowFailException(
                 f"A training job named {self.job_name} already exists and belongs to Airflow run {theirs!r}, "
@@ -209,14 +209,7 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         return clean_description(description)
 
     def _stop(self, why: str) -> None:
-        try:
-            self.hook.conn.stop_training_job(TrainingJobName=self.job_name)
+        if stop(self.hook.conn, self.job_name):
             self.log.warning("Fold %d: stopped training job %s: %s", self.fold, self.job_name, why)
-        except ClientError as error:
-            if _code(error) != "ValidationException":  # already ended, or never started
-                raise
-            self.log.info("Fold %d: training job %s not stopped: %s", self.fold, self.job_name, error)
-
-
-def _code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
+        else:
+            self.log.info("Fold %d: training job %s had already ended (%s)", self.fold, self.job_name, why)
