@@ -12,6 +12,7 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow.sdk import DAG, Asset, Param, task
+from botocore.exceptions import ClientError
 
 from airflow_smx import settings, storage
 from airflow_smx.aggregate import FoldOutcome, cv_result, report
@@ -19,13 +20,14 @@ from airflow_smx.folds import SplitError, split_dataset
 from airflow_smx.form import form_fields, request_from_form, unknown_fields
 from airflow_smx.hooks.experiments import ensure_trial
 from airflow_smx.hooks.storage import storage_options_for
+from airflow_smx.hooks.training_jobs import error_code, owner, stop
 from airflow_smx.naming import cv_run_id, trial_name
 from airflow_smx.operators.local_fold import LocalFoldTrainingOperator, record_uri
 from airflow_smx.operators.sagemaker_fold import SageMakerFoldTrainingOperator, clean_description
 from airflow_smx.policy import outside_prefixes
 from airflow_smx.request import CVRequest, RequestError, parse_request
 from airflow_smx.smx_validator import is_smx_validator_input
-from airflow_smx.training import fold_training_config
+from airflow_smx.training import fold_training_config, run_tag_value
 
 LOCAL_TASK = "train_fold_local"
 RESULT_ASSET = Asset(name="smx_cross_validation_result", uri="smx://cross-validation/result")
@@ -72,7 +74,7 @@ def run_time(dag_run: Any) -> datetime.datetime:
     raise AirflowFailException("the DAG run has no timestamp")
 
 
-@task
+@task(multiple_outputs=False)  # one XCom; a dict return type would also push one per key
 def check_request(stored: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
     """Validate the conf fully (the request model, the deployment's prefixes) before any call.
 
@@ -169,7 +171,7 @@ def fold_jobs(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return jobs
 
 
-@task(trigger_rule="all_done", outlets=[RESULT_ASSET])
+@task(trigger_rule="all_done", outlets=[RESULT_ASSET], multiple_outputs=False)
 def aggregate_results(run: dict[str, Any], folds: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
     """Gather every fold's outcome, failed ones included; write cv_result.json; pass or fail the run."""
     request = CVRequest.model_validate(run["request"])
@@ -188,6 +190,42 @@ def aggregate_results(run: dict[str, Any], folds: list[dict[str, Any]], **contex
     if not summary["success"]:
         raise AirflowFailException(text)
     return summary
+
+
+@task
+def stop_unfinished_jobs(run: dict[str, Any], folds: list[dict[str, Any]], **context: Any) -> list[str]:
+    """Teardown: stop this run's training jobs still running once its fold tasks are over.
+
+    Airflow runs a teardown even when the run is marked failed. A fold cancelled before the
+    triggerer started watching its job (so no trigger on_kill), or while the triggerer was
+    down, would otherwise leave its job training, and billed, with no task watching it.
+    It then fails, failing the run, if the run has no result: marking a run failed leaves its
+    state to its pending teardown, and Airflow would call a run whose last task was skipped
+    a success.
+    """
+    hook = SageMakerHook(aws_conn_id=settings.get("aws_conn_id"))
+    stopped = [fold["job_name"] for fold in folds if _stop_if_ours(hook, fold, run["run_id"])]
+    for name in stopped:
+        print(f"Stopped training job {name}: its fold task had ended without it")
+    if context["ti"].xcom_pull(task_ids="aggregate_results") is None:
+        raise AirflowFailException("The run has no result: it was cancelled, or aggregate_results failed.")
+    return stopped
+
+
+def _stop_if_ours(hook: SageMakerHook, fold: dict[str, Any], run_id: str) -> bool:
+    if fold.get("record"):  # a local fold: its operator ends its process itself
+        return False
+    try:
+        description = hook.describe_training_job(fold["job_name"])
+    except ClientError as error:
+        if error_code(error) in ("ValidationException", "ResourceNotFound"):
+            return False  # the fold never created its job
+        raise
+    if description["TrainingJobStatus"] != "InProgress":
+        return False
+    if owner(hook.conn, description["TrainingJobArn"]) != run_tag_value(run_id):
+        return False  # same name, another run's job: not ours to stop
+    return stop(hook.conn, fold["job_name"])
 
 
 def _outcome(fold: dict[str, Any], ti: Any, hook: SageMakerHook, options: dict[str, Any]) -> FoldOutcome:
@@ -239,6 +277,8 @@ def cross_validation_dag(
     ) as dag:
         run = check_request(request)
         split = split_dataset_task.override(task_id="split_dataset")(run)
+        selectors = {size: fold_jobs.override(task_id=f"jobs_x{size}")(split[f"x{size}"]) for size in SLOT_SIZES}
+        selectors["local"] = fold_jobs.override(task_id="jobs_local")(split["local"])
         trainers = [
             SageMakerFoldTrainingOperator.partial(
                 task_id=train_task_id(size),
@@ -249,7 +289,7 @@ def cross_validation_dag(
                 retries=2,
                 retry_delay=datetime.timedelta(minutes=1),
                 map_index_template="fold {{ task.fold }}",
-            ).expand_kwargs(fold_jobs.override(task_id=f"jobs_x{size}")(split[f"x{size}"]))
+            ).expand_kwargs(selectors[size])
             for size in SLOT_SIZES
         ]
         trainers.append(
@@ -260,8 +300,12 @@ def cross_validation_dag(
                 retries=1,
                 retry_delay=datetime.timedelta(seconds=30),
                 map_index_template="fold {{ task.fold }}",
-            ).expand_kwargs(fold_jobs.override(task_id="jobs_local")(split["local"]))
+            ).expand_kwargs(selectors["local"])
         )
         aggregate = aggregate_results(run, split["folds"])
-        trainers >> aggregate
+        teardown = stop_unfinished_jobs(run, split["folds"])
+        trainers >> aggregate >> teardown
+        # The selectors are the fold tasks' setups (split_dataset cannot be: aggregate_results,
+        # which follows it, must run whatever happened): the teardown runs once the folds are over.
+        teardown.as_teardown(setups=list(selectors.values()), on_failure_fail_dagrun=True)
     return dag
