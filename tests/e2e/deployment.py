@@ -1,0 +1,409 @@
+"""A real Airflow deployment of the built wheel, for the end-to-end tests.
+
+The wheel is built from this checkout and installed, under constraints.txt, into a fresh
+virtual environment (not the source tree). Postgres (Debian's package, a throw-away cluster)
+holds the metadata. api-server, scheduler, dag-processor and triggerer run with LocalExecutor
+in one process group of their own, on free ports; a moto harness (aws_endpoint.py) stands in
+for S3 and SageMaker. Everything is stopped on exit, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pwd
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+DAG_ID = "smx_cross_validation"
+POOL_SLOTS = 2
+BUCKET = "smx-e2e"
+STOP_GRACE_SECONDS = 30
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run a command; on failure raise with everything it printed."""
+    done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(map(str, command))} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def wait_for(what: str, check: Any, timeout: float, interval: float = 0.5) -> Any:
+    """Poll ``check`` until it returns something truthy; raise naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(interval)
+
+
+# -- the package, as users install it -------------------------------------------------------
+
+
+def build_wheel(dest: Path) -> Path:
+    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest), str(REPO)])
+    return next(dest.glob("airflow_smx-*.whl"))
+
+
+def install(wheel: Path, cache: Path) -> Path:
+    """A venv with the wheel and Airflow's Postgres extra under constraints.txt; reused while both are unchanged."""
+    with zipfile.ZipFile(wheel) as archive:  # RECORD lists every file's hash: stable across rebuilds
+        record = next(name for name in archive.namelist() if name.endswith(".dist-info/RECORD"))
+        digest = hashlib.sha256(archive.read(record) + (REPO / "constraints.txt").read_bytes()).hexdigest()[:12]
+    venv = cache / f"venv-{digest}"
+    if (venv / ".installed").exists():
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)
+    run([sys.executable, "-m", "venv", str(venv)])
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    run([*pip, "--constraint", str(REPO / "constraints.txt"), str(wheel), "apache-airflow[postgres]"])
+    (venv / ".installed").touch()
+    return venv
+
+
+# -- Postgres -------------------------------------------------------------------------------
+
+
+def postgres_bin() -> Path:
+    """Debian's Postgres server binaries (.ci/run installs the package)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        raise RuntimeError("the end-to-end tests need Postgres: apt-get install postgresql")
+    return found[-1].parent
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """A throw-away cluster on a free port; yields its SQLAlchemy URL for a database ``airflow``."""
+    bin_dir, port = postgres_bin(), free_port()
+    root = Path(tempfile.mkdtemp(prefix="smx-e2e-pg-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # Postgres refuses to run as root
+        owner = pwd.getpwnam("postgres")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+    run([*as_owner, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    ctl = [*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log")]
+    run([*ctl, "-o", options, "-w", "start"])
+    try:
+        run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "airflow"])
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/airflow"
+    finally:
+        subprocess.run([*ctl, "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- the AWS endpoint -----------------------------------------------------------------------
+
+
+@dataclass
+class AwsEndpoint:
+    status_file: Path
+    process: subprocess.Popen
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.status_file.read_text())
+
+    @property
+    def url(self) -> str:
+        return self.status()["endpoint"]
+
+    def peak(self, run_id: str = "*") -> dict[str, int]:
+        """The most jobs and instances InProgress at one moment, for one Airflow run or ("*") for all."""
+        return self.status()["peaks"].get(run_id, {"jobs": 0, "instances": 0})
+
+    def jobs(self, run_id: str | None = None) -> dict[str, dict[str, Any]]:
+        jobs = self.status()["jobs"]
+        return {
+            name: job for name, job in jobs.items() if run_id is None or job["tags"].get("airflow_run_id") == run_id
+        }
+
+
+@contextlib.contextmanager
+def aws_endpoint(root: Path) -> Iterator[AwsEndpoint]:
+    status_file = root / "aws-status.json"
+    log = (root / "aws-endpoint.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("aws_endpoint.py")), str(status_file)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+    try:
+        wait_for("the AWS endpoint", status_file.exists, timeout=60)
+        yield AwsEndpoint(status_file, process)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+# -- what the tests send --------------------------------------------------------------------
+
+ARTIFACTS = REPO / "build" / "e2e" / "artifacts"
+DATA_KEY = "data/train.csv"
+
+
+def sagemaker_request(name: str, n_splits: int = 5, instances: int = 1, seconds: float = 4) -> dict[str, Any]:
+    """A SageMaker request on the e2e dataset; the harness keeps each job InProgress ``seconds``."""
+    return {
+        "name": name,
+        "input": {"uri": f"s3://{BUCKET}/{DATA_KEY}", "format": "csv", "label": 0},
+        "output_uri": f"s3://{BUCKET}/runs/{name}",
+        "cv": {"strategy": "stratified", "n_splits": n_splits, "random_state": 7},
+        "backend": "sagemaker",
+        "training": {
+            "AlgorithmSpecification": {
+                "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
+                "TrainingInputMode": "File",
+            },
+            "HyperParameters": {"num_round": "50", "e2e_seconds": str(seconds)},
+            "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": instances, "VolumeSizeInGB": 10},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        },
+        "metrics": {"objective": "validation:accuracy", "direction": "maximize"},
+    }
+
+
+def dataset(rows: int = 200, seed: int = 5) -> bytes:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(rows):
+        label = rng.randint(0, 1)
+        lines.append(",".join([str(label), *(f"{rng.gauss(label, 1):.4f}" for _ in range(4))]))
+    return ("\n".join(lines) + "\n").encode()
+
+
+@dataclass
+class Deployment:
+    """What a test gets: Airflow, the AWS endpoint, an S3 client on it, and how long setting up took."""
+
+    airflow: Airflow
+    aws: AwsEndpoint
+    s3: Any
+    timings: dict[str, float]
+
+    def keys(self, prefix: str) -> list[str]:
+        listing = self.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+        return [item["Key"] for item in listing.get("Contents", [])]
+
+
+# -- Airflow --------------------------------------------------------------------------------
+
+FINISHED = {"success", "failed"}
+
+
+@dataclass
+class Watched:
+    """What polling a run every half second saw: its end state, and every state of every task."""
+
+    state: str
+    seconds: float
+    seen: dict[str, set[str]] = field(default_factory=dict)
+    triggers: dict[tuple[str, int], str] = field(default_factory=dict)  # (task, map index): trigger class
+
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+@dataclass
+class Airflow:
+    """The running deployment: its environment, its processes, and a REST client."""
+
+    venv: Path
+    home: Path
+    env: dict[str, str]
+    url: str
+    password: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def cli(self, *args: str) -> str:
+        return run([str(self.venv / "bin" / "airflow"), *args], env=self.env, cwd=self.home).stdout
+
+    def start(self) -> None:
+        group = 0  # the first component leads a new process group; the others join it
+        for name in COMPONENTS:
+            log = (self.home / f"{name}.log").open("w")
+            process = subprocess.Popen(
+                [str(self.venv / "bin" / "airflow"), name],
+                env=self.env,
+                cwd=self.home,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                process_group=group,
+            )
+            log.close()
+            group = group or process.pid
+            self.processes.append(process)
+
+    def stop(self) -> None:
+        """SIGTERM to the whole group (task runners and triggers included), then SIGKILL what is left."""
+        if not self.processes:
+            return
+        group = self.processes[0].pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            wait_for("Airflow to stop", lambda: not self.running(), timeout=STOP_GRACE_SECONDS)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        for process in self.processes:
+            process.wait(timeout=10)
+
+    def running(self) -> bool:
+        """Whether any process of the group is left (our own exited children are reaped first)."""
+        for process in self.processes:
+            process.poll()  # a zombie still counts as a group member until reaped
+        try:
+            os.killpg(self.processes[0].pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def log(self, component: str) -> str:
+        return (self.home / f"{component}.log").read_text(errors="replace")
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        if "Authorization" not in self.session.headers:
+            token = self.session.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password})
+            token.raise_for_status()
+            self.session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        return self.session.request(method, f"{self.url}{path}", timeout=30, **kwargs)
+
+    def healthy(self) -> bool:
+        try:
+            health = requests.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return False
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all(health.get(part, {}).get("status") == "healthy" for part in parts)
+
+    def trigger(self, conf: dict[str, Any], dag_id: str = DAG_ID) -> requests.Response:
+        return self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+
+    def dag_run(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, Any]:
+        response = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        response.raise_for_status()
+        return response.json()
+
+    def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> list[dict[str, Any]]:
+        response = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
+        response.raise_for_status()
+        return response.json()["task_instances"]
+
+    def watch(self, run_id: str, timeout: float = 300) -> Watched:
+        """Poll a run and its tasks until the run finishes."""
+        start, watched = time.monotonic(), Watched("", 0)
+        while True:
+            for ti in self.task_instances(run_id):
+                watched.seen.setdefault(ti["task_id"], set()).add(ti["state"])
+                if ti["trigger"]:
+                    watched.triggers[ti["task_id"], ti["map_index"]] = ti["trigger"]["classpath"]
+            watched.state, watched.seconds = self.dag_run(run_id)["state"], time.monotonic() - start
+            if watched.state in FINISHED or watched.seconds > timeout:
+                return watched
+            time.sleep(0.5)
+
+    def run_ids(self, dag_id: str = DAG_ID) -> list[str]:
+        response = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100})
+        response.raise_for_status()
+        return [run["dag_run_id"] for run in response.json()["dag_runs"]]
+
+    def task_log(self, run_id: str, task_id: str, map_index: int = -1, try_number: int = 1) -> str:
+        """A task try's log as the UI shows it, the triggerer's part included."""
+        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        response = self.api("GET", path, params={"map_index": map_index}, headers={"Accept": "application/json"})
+        response.raise_for_status()
+        return json.dumps(response.json()["content"])
+
+    def xcom(self, run_id: str, task_id: str, dag_id: str = DAG_ID) -> Any:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        response = self.api("GET", path, params={"deserialize": True})
+        response.raise_for_status()
+        return response.json()["value"]
+
+
+def airflow_environment(home: Path, database: str, aws: str, request_file: Path) -> tuple[dict[str, str], str]:
+    """Configuration as a deployer would set it: environment variables only."""
+    port, password = free_port(), secrets.token_urlsafe(12)
+    (home / "passwords.json").write_text(json.dumps({"admin": password}))
+    connection = {"conn_type": "aws", "extra": {"endpoint_url": aws, "region_name": "us-east-1"}}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AIRFLOW__SMX__ALLOWED_PREFIXES": json.dumps([f"s3://{BUCKET}/"]),
+        "AIRFLOW__SMX__ROLE_ARN": "arn:aws:iam::123456789012:role/smx-training",
+        "AIRFLOW__SMX__CHECK_INTERVAL": "1",
+        "AIRFLOW__SMX__POOL_SLOTS": str(POOL_SLOTS),
+        "AIRFLOW__SMX__REQUEST_FILE": str(request_file),
+    }
+    return env, f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def airflow(root: Path, venv: Path, database: str, aws: str, request_file: Path) -> Iterator[Airflow]:
+    home = root / "airflow"
+    (home / "dags").mkdir(parents=True)
+    shutil.copy(REPO / "dags" / "smx_cross_validation.py", home / "dags")
+    env, url = airflow_environment(home, database, aws, request_file)
+    deployment = Airflow(venv, home, env, url, json.loads((home / "passwords.json").read_text())["admin"])
+    deployment.cli("db", "migrate")
+    deployment.cli("smx", "setup-pool")
+    try:
+        deployment.start()
+        wait_for("every Airflow component to report healthy", deployment.healthy, timeout=180)
+        parsed = lambda: deployment.api("GET", f"/api/v2/dags/{DAG_ID}").ok  # noqa: E731
+        wait_for(f"{DAG_ID} to be parsed", parsed, timeout=120)
+        deployment.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+        yield deployment
+    finally:
+        deployment.stop()

@@ -1,0 +1,152 @@
+"""The DAG in a real deployment: triggered over REST, folds deferred to the triggerer, the pool obeyed.
+
+Figures (trigger-to-success time, most jobs at once against the pool) go to
+build/e2e/artifacts/e2e-report.json and the test output.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.deployment import ARTIFACTS, BUCKET, DAG_ID, POOL_SLOTS, Deployment, sagemaker_request, wait_for
+
+pytestmark = pytest.mark.e2e
+
+REPORT: dict[str, Any] = {}
+
+
+def start_run(deployment: Deployment, conf: dict[str, Any]) -> str:
+    response = deployment.airflow.trigger(conf)
+    assert response.status_code == 200, response.text
+    return response.json()["dag_run_id"]
+
+
+def diagnose(deployment: Deployment, run_id: str) -> str:
+    """Why a run did not do what was expected: its tasks, and the scheduler's and triggerer's last lines."""
+    tis = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in deployment.airflow.task_instances(run_id)]
+    tails = {name: deployment.airflow.log(name)[-3000:] for name in ("scheduler", "triggerer")}
+    return f"tasks: {tis}\n" + "\n".join(f"--- {name}\n{tail}" for name, tail in tails.items())
+
+
+def fold_logs(deployment: Deployment, run_id: str, ti: dict[str, Any]) -> list[str]:
+    """Every try's log of a fold task; a try whose log the API cannot find is left out."""
+    logs = []
+    for try_number in range(1, ti["try_number"] + 1):
+        try:
+            logs.append(deployment.airflow.task_log(run_id, ti["task_id"], ti["map_index"], try_number))
+        except requests.HTTPError:
+            continue
+    return logs
+
+
+def record(name: str, **figures: Any) -> None:
+    REPORT[name] = figures
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "e2e-report.json").write_text(json.dumps(REPORT, indent=2))
+    print(f"{name}: {figures}")
+
+
+def test_airflow_lists_the_provider(deployment: Deployment) -> None:
+    listing = deployment.airflow.cli("providers", "list")
+    assert "airflow-smx" in listing
+    record("deployment", **{k: round(v, 1) for k, v in deployment.timings.items()})
+
+
+@pytest.mark.parametrize(
+    ("n_splits", "instances", "most_jobs"),
+    [(5, 1, POOL_SLOTS), (3, 2, 1)],
+    ids=["5 folds x 1 instance", "3 folds x 2 instances"],
+)
+def test_a_run_succeeds_within_the_pool(deployment: Deployment, n_splits: int, instances: int, most_jobs: int) -> None:
+    name = f"e2e-{n_splits}x{instances}"
+    run_id = start_run(deployment, sagemaker_request(name, n_splits=n_splits, instances=instances))
+    watched = deployment.airflow.watch(run_id)
+
+    assert watched.state == "success", diagnose(deployment, run_id)
+    train_task = "train_fold" if instances == 1 else f"train_fold_x{instances}"
+    # Every fold deferred to our trigger, and a deferred task resumes only on its trigger's event,
+    # which only a triggerer fires: the waits went through the triggerer.
+    assert "deferred" in watched.seen[train_task], watched.seen
+    trigger = "airflow_smx.triggers.sagemaker_fold.SageMakerFoldTrainingTrigger"
+    assert watched.triggers == {(train_task, fold): trigger for fold in range(n_splits)}
+    folds = [ti for ti in deployment.airflow.task_instances(run_id) if ti["task_id"] == train_task]
+    jobs = deployment.aws.jobs(run_id)
+    assert len(jobs) == n_splits
+    assert {job["status"] for job in jobs.values()} == {"Completed"}
+    peak = deployment.aws.peak(run_id)
+    assert peak["instances"] <= POOL_SLOTS
+    assert peak["jobs"] == most_jobs  # the pool, not something else, set the pace
+
+    summary = deployment.airflow.xcom(run_id, "aggregate_results")
+    assert (summary["n_folds"], summary["succeeded"], summary["failed"]) == (n_splits, n_splits, 0)
+    accuracy = [0.80 + 0.02 * fold for fold in range(n_splits)]  # what the AWS endpoint reports per fold
+    assert summary["metrics"]["validation:accuracy"]["mean"] == pytest.approx(sum(accuracy) / n_splits)
+    key = summary["result"].removeprefix(f"s3://{BUCKET}/")
+    stored = json.loads(deployment.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    assert stored["summary"] == {k: v for k, v in summary.items() if k != "result"}
+    record(
+        name,
+        trigger_to_success_seconds=round(watched.seconds, 1),
+        most_jobs_at_once=peak["jobs"],
+        most_instances_at_once=peak["instances"],
+        pool_slots=POOL_SLOTS,
+        # A resumed fold can be killed by a stale executor event (apache/airflow#72716); its
+        # retry re-attaches to the same job, so the run still succeeds with one job per fold.
+        fold_retries=sum(ti["try_number"] - 1 for ti in folds),
+    )
+
+
+def test_a_bad_form_value_is_refused_at_trigger(deployment: Deployment) -> None:
+    before = len(deployment.aws.jobs())
+    response = deployment.airflow.trigger({"cv_n_splits": 1})  # the form's schema says minimum 2
+    assert response.status_code == 400, response.text
+    assert "Invalid input for param cv_n_splits" in response.text
+    assert len(deployment.aws.jobs()) == before
+
+
+def test_a_bad_request_fails_its_check_and_touches_nothing(deployment: Deployment) -> None:
+    before = len(deployment.aws.jobs())
+    conf = sagemaker_request("e2e-bad", n_splits=1)
+    conf["output_uri"] = "s3://somebody-elses-bucket/cv"
+    run_id = start_run(deployment, conf)
+    watched = deployment.airflow.watch(run_id)
+    assert watched.state == "failed"
+    assert watched.seen["check_request"] == {"failed"} or "failed" in watched.seen["check_request"]
+    assert "success" not in watched.seen.get("split_dataset", set())
+    assert len(deployment.aws.jobs()) == before
+    assert deployment.keys("runs/e2e-bad") == []
+
+
+@pytest.mark.parametrize("watched", [True, False], ids=["triggers watching", "before triggers start"])
+def test_cancelling_a_run_stops_its_training_jobs(deployment: Deployment, watched: bool) -> None:
+    """Marking a run failed stops its jobs: through the triggers' on_kill when they are running, else
+    (cancelled before the triggerer picked the waits up) through the run's teardown."""
+    run_id = start_run(deployment, sagemaker_request(f"e2e-cancel-{watched}".lower(), n_splits=2, seconds=3600))
+    in_progress = lambda: [j for j in deployment.aws.jobs(run_id).values() if j["status"] == "InProgress"]  # noqa: E731
+    wait_for("both folds' jobs to be InProgress", lambda: len(in_progress()) == 2, timeout=180)
+    folds = lambda: [ti for ti in deployment.airflow.task_instances(run_id) if ti["task_id"] == "train_fold"]  # noqa: E731
+    wait_for("both folds to defer", lambda: [ti["state"] for ti in folds()] == ["deferred", "deferred"], timeout=60)
+    if watched:
+        started = lambda: all("starting" in "".join(fold_logs(deployment, run_id, ti)) for ti in folds())  # noqa: E731
+        wait_for("the triggerer to watch both jobs", started, timeout=60)
+    cancelled = time.monotonic()
+    response = deployment.airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
+    assert response.status_code == 200, response.text
+
+    stopped = lambda: {j["status"] for j in deployment.aws.jobs(run_id).values()} == {"Stopped"}  # noqa: E731
+    try:
+        wait_for("the cancelled run's jobs to stop", stopped, timeout=120)
+    except TimeoutError:
+        pytest.fail(f"jobs: {deployment.aws.jobs(run_id)}\n{diagnose(deployment, run_id)}")
+    seconds = round(time.monotonic() - cancelled, 1)
+    assert deployment.airflow.watch(run_id, timeout=120).state == "failed"
+    if watched:  # the live triggerer called our trigger's on_kill (whichever stop got there first)
+        logs = "".join(log for ti in folds() for log in fold_logs(deployment, run_id, ti))
+        assert logs.count("invoking on_kill") == 2, logs
+    case = "triggers watching" if watched else "before triggers start"
+    record(f"cancel, {case}", seconds_to_stop_jobs=seconds)
