@@ -124,8 +124,8 @@ def test_a_bad_request_fails_its_check_and_touches_nothing(deployment: Deploymen
 
 @pytest.mark.parametrize("watched", [True, False], ids=["triggers watching", "before triggers start"])
 def test_cancelling_a_run_stops_its_training_jobs(deployment: Deployment, watched: bool) -> None:
-    """Marking a run failed stops its jobs: through the triggers' on_kill when they are running, else
-    (cancelled before the triggerer picked the waits up) through the run's teardown."""
+    """Marking a run failed stops its jobs within seconds: the run's teardown stops what is still
+    InProgress, and the triggers' on_kill does too when the triggerer is watching (first one wins)."""
     run_id = start_run(deployment, sagemaker_request(f"e2e-cancel-{watched}".lower(), n_splits=2, seconds=3600))
     in_progress = lambda: [j for j in deployment.aws.jobs(run_id).values() if j["status"] == "InProgress"]  # noqa: E731
     wait_for("both folds' jobs to be InProgress", lambda: len(in_progress()) == 2, timeout=180)
@@ -145,8 +145,8 @@ def test_cancelling_a_run_stops_its_training_jobs(deployment: Deployment, watche
         pytest.fail(f"jobs: {deployment.aws.jobs(run_id)}\n{diagnose(deployment, run_id)}")
     seconds = round(time.monotonic() - cancelled, 1)
     assert deployment.airflow.watch(run_id, timeout=120).state == "failed"
-    if watched:  # the live triggerer called our trigger's on_kill (whichever stop got there first)
-        logs = "".join(log for ti in folds() for log in fold_logs(deployment, run_id, ti))
-        assert logs.count("invoking on_kill") == 2, logs
+    if watched:  # the live triggerer calls our trigger's on_kill (the teardown may have stopped the job first)
+        logs = lambda: "".join(log for ti in folds() for log in fold_logs(deployment, run_id, ti))  # noqa: E731
+        wait_for("the triggerer to call on_kill on both", lambda: logs().count("invoking on_kill") == 2, timeout=60)
     case = "triggers watching" if watched else "before triggers start"
     record(f"cancel, {case}", seconds_to_stop_jobs=seconds)
