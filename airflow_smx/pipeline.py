@@ -11,8 +11,8 @@ from typing import Any
 
 from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 from airflow.providers.common.compat.sdk import AirflowFailException
-from airflow.sdk import DAG, Asset, Param, task
-from botocore.exceptions import ClientError
+from airflow.sdk import DAG, Asset, Param, TriggerRule, task
+from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_smx import settings, storage
 from airflow_smx.aggregate import FoldOutcome, cv_result, report
@@ -192,8 +192,8 @@ def aggregate_results(run: dict[str, Any], folds: list[dict[str, Any]], **contex
     return summary
 
 
-@task
-def stop_unfinished_jobs(run: dict[str, Any], folds: list[dict[str, Any]], **context: Any) -> list[str]:
+@task(retries=2, retry_delay=datetime.timedelta(seconds=30))
+def stop_unfinished_jobs(**context: Any) -> list[str]:
     """Teardown: stop this run's training jobs still running once its fold tasks are over.
 
     Airflow runs a teardown even when the run is marked failed. A fold cancelled before the
@@ -201,13 +201,25 @@ def stop_unfinished_jobs(run: dict[str, Any], folds: list[dict[str, Any]], **con
     down, would otherwise leave its job training, and billed, with no task watching it.
     It then fails, failing the run, if the run has no result: marking a run failed leaves its
     state to its pending teardown, and Airflow would call a run whose last task was skipped
-    a success.
+    a success. (So a CV run cannot be marked success: without a result it ends failed.)
+    It reads its inputs itself, as it also runs when they were never made (a run marked
+    failed before its folds were split).
     """
+    ti = context["ti"]
+    run = ti.xcom_pull(task_ids="check_request")
+    folds = (ti.xcom_pull(task_ids="split_dataset", key="folds") or []) if run else []
     hook = SageMakerHook(aws_conn_id=settings.get("aws_conn_id"))
-    stopped = [fold["job_name"] for fold in folds if _stop_if_ours(hook, fold, run["run_id"])]
-    for name in stopped:
-        print(f"Stopped training job {name}: its fold task had ended without it")
-    if context["ti"].xcom_pull(task_ids="aggregate_results") is None:
+    stopped, errors = [], []
+    for fold in folds:
+        try:
+            if _stop_if_ours(hook, fold, run["run_id"]):
+                print(f"Stopped training job {fold['job_name']}: its fold task had ended without it")
+                stopped.append(fold["job_name"])
+        except (ClientError, BotoCoreError) as error:  # try every fold; the task's retry tries again
+            errors.append(f"{fold['job_name']}: {error}")
+    if errors:
+        raise RuntimeError("could not check or stop training jobs: " + "; ".join(errors))
+    if ti.xcom_pull(task_ids="aggregate_results") is None:
         raise AirflowFailException("The run has no result: it was cancelled, or aggregate_results failed.")
     return stopped
 
@@ -303,9 +315,11 @@ def cross_validation_dag(
             ).expand_kwargs(selectors["local"])
         )
         aggregate = aggregate_results(run, split["folds"])
-        teardown = stop_unfinished_jobs(run, split["folds"])
+        teardown = stop_unfinished_jobs()
         trainers >> aggregate >> teardown
         # The selectors are the fold tasks' setups (split_dataset cannot be: aggregate_results,
-        # which follows it, must run whatever happened): the teardown runs once the folds are over.
+        # which follows it, must run whatever happened): the teardown waits for the folds. It
+        # runs whatever happened, even with the setups skipped (a run marked failed early).
         teardown.as_teardown(setups=list(selectors.values()), on_failure_fail_dagrun=True)
+        teardown.operator.trigger_rule = TriggerRule.ALL_DONE
     return dag
