@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,11 +111,11 @@ def postgres() -> Iterator[str]:
         os.chown(root, owner.pw_uid, owner.pw_gid)
         as_owner = ["runuser", "-u", "postgres", "--"]
     data = root / "data"
-    run([*as_owner, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
     ctl = [*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log")]
-    run([*ctl, "-o", options, "-w", "start"])
     try:
+        run([*as_owner, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
+        run([*ctl, "-o", options, "-w", "start"])
         run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "airflow"])
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/airflow"
     finally:
@@ -163,7 +164,11 @@ def aws_endpoint(root: Path) -> Iterator[AwsEndpoint]:
         yield AwsEndpoint(status_file, process)
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         log.close()
 
 
@@ -267,7 +272,7 @@ class Airflow:
             self.processes.append(process)
 
     def stop(self) -> None:
-        """SIGTERM to the whole group (task runners and triggers included), then SIGKILL what is left."""
+        """SIGTERM to the components' group, SIGKILL what is left, then any task process left over."""
         if not self.processes:
             return
         group = self.processes[0].pid
@@ -279,6 +284,31 @@ class Airflow:
             os.killpg(group, signal.SIGKILL)
         for process in self.processes:
             process.wait(timeout=10)
+        for leftover in self.leftovers():  # task processes lead process groups of their own
+            leftover.kill()
+
+    def leftovers(self) -> list[psutil.Process]:
+        """Processes still running with this deployment's AIRFLOW_HOME."""
+        found = []
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if process.environ().get("AIRFLOW_HOME") == str(self.home):
+                    found.append(process)
+        return found
+
+    @contextlib.contextmanager
+    def paused(self, component: str) -> Iterator[None]:
+        """SIGSTOP a component and its children (a triggerer that is down), SIGCONT on exit."""
+        main = psutil.Process(self.processes[COMPONENTS.index(component)].pid)
+        processes = [main, *main.children(recursive=True)]
+        for process in processes:
+            process.suspend()
+        try:
+            yield
+        finally:
+            for process in processes:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.resume()
 
     def running(self) -> bool:
         """Whether any process of the group is left (our own exited children are reaped first)."""

@@ -6,6 +6,7 @@ build/e2e/artifacts/e2e-report.json and the test output.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -122,31 +123,44 @@ def test_a_bad_request_fails_its_check_and_touches_nothing(deployment: Deploymen
     assert deployment.keys("runs/e2e-bad") == []
 
 
-@pytest.mark.parametrize("watched", [True, False], ids=["triggers watching", "before triggers start"])
-def test_cancelling_a_run_stops_its_training_jobs(deployment: Deployment, watched: bool) -> None:
-    """Marking a run failed stops its jobs within seconds: the run's teardown stops what is still
-    InProgress, and the triggers' on_kill does too when the triggerer is watching (first one wins)."""
-    run_id = start_run(deployment, sagemaker_request(f"e2e-cancel-{watched}".lower(), n_splits=2, seconds=3600))
+def test_cancelling_a_run_before_its_folds_start_fails_it(deployment: Deployment) -> None:
+    """Marked failed while checking or splitting: the run ends failed (not a success: only its
+    teardown was left, and Airflow would count that skipped), and no job starts."""
+    run_id = start_run(deployment, sagemaker_request("e2e-early-cancel", n_splits=2))
+    response = deployment.airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
+    assert response.status_code == 200, response.text
+    watched = deployment.airflow.watch(run_id, timeout=120)
+    assert watched.state == "failed", watched.seen
+    assert deployment.aws.jobs(run_id) == {}
+
+
+@pytest.mark.parametrize("triggerer", ["watching", "paused"])
+def test_cancelling_a_run_stops_its_training_jobs(deployment: Deployment, triggerer: str) -> None:
+    """Marking a run failed stops its jobs within seconds: the triggers' on_kill when the triggerer
+    is watching them, and the run's teardown whatever the triggerer does (here: frozen)."""
+    run_id = start_run(deployment, sagemaker_request(f"e2e-cancel-{triggerer}", n_splits=2, seconds=3600))
     in_progress = lambda: [j for j in deployment.aws.jobs(run_id).values() if j["status"] == "InProgress"]  # noqa: E731
     wait_for("both folds' jobs to be InProgress", lambda: len(in_progress()) == 2, timeout=180)
     folds = lambda: [ti for ti in deployment.airflow.task_instances(run_id) if ti["task_id"] == "train_fold"]  # noqa: E731
     wait_for("both folds to defer", lambda: [ti["state"] for ti in folds()] == ["deferred", "deferred"], timeout=60)
-    if watched:
-        started = lambda: all("starting" in "".join(fold_logs(deployment, run_id, ti)) for ti in folds())  # noqa: E731
-        wait_for("the triggerer to watch both jobs", started, timeout=60)
-    cancelled = time.monotonic()
-    response = deployment.airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
-    assert response.status_code == 200, response.text
-
-    stopped = lambda: {j["status"] for j in deployment.aws.jobs(run_id).values()} == {"Stopped"}  # noqa: E731
-    try:
-        wait_for("the cancelled run's jobs to stop", stopped, timeout=120)
-    except TimeoutError:
-        pytest.fail(f"jobs: {deployment.aws.jobs(run_id)}\n{diagnose(deployment, run_id)}")
-    seconds = round(time.monotonic() - cancelled, 1)
-    assert deployment.airflow.watch(run_id, timeout=120).state == "failed"
-    if watched:  # the live triggerer calls our trigger's on_kill (the teardown may have stopped the job first)
-        logs = lambda: "".join(log for ti in folds() for log in fold_logs(deployment, run_id, ti))  # noqa: E731
+    logs = lambda: "".join(log for ti in folds() for log in fold_logs(deployment, run_id, ti))  # noqa: E731
+    if triggerer == "watching":
+        wait_for("the triggerer to watch both jobs", lambda: logs().count(") starting") == 2, timeout=60)
+    with deployment.airflow.paused("triggerer") if triggerer == "paused" else contextlib.nullcontext():
+        cancelled = time.monotonic()
+        response = deployment.airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
+        assert response.status_code == 200, response.text
+        stopped = lambda: {j["status"] for j in deployment.aws.jobs(run_id).values()} == {"Stopped"}  # noqa: E731
+        try:
+            wait_for("the cancelled run's jobs to stop", stopped, timeout=60)
+        except TimeoutError:
+            pytest.fail(f"jobs: {deployment.aws.jobs(run_id)}\n{diagnose(deployment, run_id)}")
+        seconds = round(time.monotonic() - cancelled, 1)
+        assert deployment.airflow.watch(run_id, timeout=120).state == "failed"
+    assert seconds < 15
+    if triggerer == "watching":  # the live triggerer calls our trigger's on_kill (the teardown may stop first)
         wait_for("the triggerer to call on_kill on both", lambda: logs().count("invoking on_kill") == 2, timeout=60)
-    case = "triggers watching" if watched else "before triggers start"
-    record(f"cancel, {case}", seconds_to_stop_jobs=seconds)
+    else:  # nothing but the teardown could have stopped them
+        teardown = deployment.airflow.task_log(run_id, "stop_unfinished_jobs")
+        assert teardown.count("Stopped training job") == 2, teardown
+    record(f"cancel, triggerer {triggerer}", seconds_to_stop_jobs=seconds)
