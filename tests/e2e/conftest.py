@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import time
 from collections.abc import Iterator
 
@@ -28,6 +29,9 @@ from tests.e2e.deployment import (
 @pytest.fixture(scope="session")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("e2e")
+    # SIGTERM (a CI timeout, a kill) as Ctrl-C: pytest then unwinds this fixture, and with it
+    # Airflow, Postgres and the AWS endpoint, instead of exiting and leaving them running.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     timings: dict[str, float] = {}
     start = time.monotonic()
     venv = install(build_wheel(root / "wheel"), REPO / "build" / "e2e")
@@ -50,3 +54,4 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         deployed = stack.enter_context(airflow(root, venv, database, aws.url, request_file))
         timings["start_seconds"] = time.monotonic() - start
         yield Deployment(deployed, aws, s3, timings)
+    signal.signal(signal.SIGTERM, previous)
