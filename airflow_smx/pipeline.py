@@ -20,7 +20,7 @@ from airflow_smx.folds import SplitError, split_dataset
 from airflow_smx.form import form_fields, request_from_form, unknown_fields
 from airflow_smx.hooks.experiments import ensure_trial
 from airflow_smx.hooks.storage import storage_options_for
-from airflow_smx.hooks.training_jobs import error_code, owner, stop
+from airflow_smx.hooks.training_jobs import describe, owner, stop
 from airflow_smx.naming import cv_run_id, trial_name
 from airflow_smx.operators.local_fold import LocalFoldTrainingOperator, record_uri
 from airflow_smx.operators.sagemaker_fold import SageMakerFoldTrainingOperator, clean_description
@@ -227,14 +227,9 @@ def stop_unfinished_jobs(**context: Any) -> list[str]:
 def _stop_if_ours(hook: SageMakerHook, fold: dict[str, Any], run_id: str) -> bool:
     if fold.get("record"):  # a local fold: its operator ends its process itself
         return False
-    try:
-        description = hook.describe_training_job(fold["job_name"])
-    except ClientError as error:
-        if error_code(error) in ("ValidationException", "ResourceNotFound"):
-            return False  # the fold never created its job
-        raise
-    if description["TrainingJobStatus"] != "InProgress":
-        return False
+    description = describe(hook, fold["job_name"])
+    if description is None or description["TrainingJobStatus"] != "InProgress":
+        return False  # never created, or already ended
     if owner(hook.conn, description["TrainingJobArn"]) != run_tag_value(run_id):
         return False  # same name, another run's job: not ours to stop
     return stop(hook.conn, fold["job_name"])

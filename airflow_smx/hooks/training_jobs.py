@@ -1,4 +1,4 @@
-"""Who owns a training job, and stopping one: shared by the fold operator and the run's teardown."""
+"""Describing a training job, who owns it, and stopping it: shared by the fold operator and the run's teardown."""
 
 from __future__ import annotations
 
@@ -11,6 +11,16 @@ from airflow_smx.training import RUN_TAG
 
 def error_code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
+
+
+def describe(hook: Any, job_name: str) -> dict[str, Any] | None:
+    """DescribeTrainingJob through a SageMakerHook, or None when there is no such job."""
+    try:
+        return hook.describe_training_job(job_name)
+    except ClientError as error:
+        if error_code(error) in ("ValidationException", "ResourceNotFound"):
+            return None  # SageMaker answers ValidationException "Requested resource not found"
+        raise
 
 
 def owner(client: Any, job_arn: str) -> str | None:

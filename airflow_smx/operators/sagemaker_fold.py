@@ -12,7 +12,7 @@ from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOp
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from botocore.exceptions import ClientError
 
-from airflow_smx.hooks.training_jobs import error_code, owner, stop
+from airflow_smx.hooks.training_jobs import describe, error_code, owner, stop
 from airflow_smx.training import RUN_TAG
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
 
@@ -140,12 +140,7 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         self._stop("the task was killed")
 
     def _describe(self) -> dict[str, Any] | None:
-        try:
-            return self.hook.describe_training_job(self.job_name)
-        except ClientError as error:
-            if error_code(error) in ("ValidationException", "ResourceNotFound"):
-                return None  # SageMaker answers ValidationException "Requested resource not found"
-            raise
+        return describe(self.hook, self.job_name)
 
     def _create(self) -> None:
         for attempt in range(1, self.create_attempts + 1):

@@ -27,6 +27,12 @@ def start_run(deployment: Deployment, conf: dict[str, Any]) -> str:
     return response.json()["dag_run_id"]
 
 
+def mark_failed(deployment: Deployment, run_id: str) -> None:
+    """What a user's "Mark run as failed" does."""
+    response = deployment.airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
+    assert response.status_code == 200, response.text
+
+
 def diagnose(deployment: Deployment, run_id: str) -> str:
     """Why a run did not do what was expected: its tasks, and the scheduler's and triggerer's last lines."""
     tis = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in deployment.airflow.task_instances(run_id)]
@@ -127,8 +133,7 @@ def test_cancelling_a_run_before_its_folds_start_fails_it(deployment: Deployment
     """Marked failed while checking or splitting: the run ends failed (not a success: only its
     teardown was left, and Airflow would count that skipped), and no job starts."""
     run_id = start_run(deployment, sagemaker_request("e2e-early-cancel", n_splits=2))
-    response = deployment.airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
-    assert response.status_code == 200, response.text
+    mark_failed(deployment, run_id)
     watched = deployment.airflow.watch(run_id, timeout=120)
     assert watched.state == "failed", watched.seen
     assert deployment.aws.jobs(run_id) == {}
@@ -148,8 +153,7 @@ def test_cancelling_a_run_stops_its_training_jobs(deployment: Deployment, trigge
         wait_for("the triggerer to watch both jobs", lambda: logs().count(") starting") == 2, timeout=60)
     with deployment.airflow.paused("triggerer") if triggerer == "paused" else contextlib.nullcontext():
         cancelled = time.monotonic()
-        response = deployment.airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
-        assert response.status_code == 200, response.text
+        mark_failed(deployment, run_id)
         stopped = lambda: {j["status"] for j in deployment.aws.jobs(run_id).values()} == {"Stopped"}  # noqa: E731
         try:
             wait_for("the cancelled run's jobs to stop", stopped, timeout=60)
