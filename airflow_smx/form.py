@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from airflow_smx.policy import Policy
 from airflow_smx.request import CVRequest, request_json_schema
 
 SECTIONS: dict[str, list[str]] = {
@@ -38,13 +39,8 @@ SECTIONS: dict[str, list[str]] = {
     "Advanced": ["training", "local", "channels", "experiment", "tags"],
 }
 COLLAPSED = {"Advanced"}
-# Required request fields have no default; the form needs one that validates.
-PLACEHOLDERS = {
-    "name": "my-cv-run",
-    "input.uri": "s3://my-bucket/datasets/train.csv",
-    "output_uri": "s3://my-bucket/cv-runs",
-    "local": {"command": ["python", "examples/train_sklearn.py"], "env": {}},
-}
+# SageMaker's built-in XGBoost (us-east-1): a real image for the form's starting template.
+XGBOOST_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
 _KEYWORDS = ("enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength")
 
 
@@ -52,26 +48,63 @@ def field_name(path: str) -> str:
     return path.replace(".", "_")
 
 
-def form_fields(defaults: CVRequest | None = None) -> dict[str, dict[str, Any]]:
+def form_fields(defaults: CVRequest | None = None, policy: Policy | None = None) -> dict[str, dict[str, Any]]:
     """Param keyword arguments per form field: default, type, title, description, section.
 
-    :param defaults: a request whose values the form starts from (else the model's defaults)
+    :param defaults: a request whose values the form starts from (else a request that fits ``policy``)
+    :param policy: the deployment's bounds: its backends, prefixes, instance types and limits
     """
+    policy = policy or Policy()
     schema = request_json_schema()
+    placeholders = starting_values(policy)
     values = form_values(defaults) if defaults is not None else {}
     fields = {}
     for section, paths in SECTIONS.items():
         for path in paths:
             prop = _property(schema, path)
+            if values:
+                default = values[field_name(path)]
+            else:
+                default = placeholders[path] if path in placeholders else _default(path, prop)
             field = {
-                "default": values[field_name(path)] if values else _default(path, prop),
+                "default": default,
                 "title": prop.get("title", path),
                 "description": prop.get("description", ""),
                 "section": section,
                 **_types(prop, schema),
             }
             fields[field_name(path)] = field
+    # Both stay in the enum: a conf asking for a backend the deployment lacks is refused by
+    # check_request, which names the option that enables it (the form alone would not).
+    fields["backend"]["description"] += f" This deployment runs: {', '.join(policy.backends)}."
     return fields
+
+
+def starting_values(policy: Policy) -> dict[str, Any]:
+    """Where the form starts without a stored request: a request this deployment accepts as it is
+    (once it has allowed prefixes and a role), pointing at the first allowed prefix."""
+    backend = policy.default_backend
+    schemes = ("s3://",) if backend == "sagemaker" else ("s3://", "file://")
+    base = next((p.rstrip("/") for p in policy.allowed_prefixes if p.startswith(schemes)), "s3://my-bucket")
+    runtime = min(3600, policy.max_runtime_seconds)
+    values: dict[str, Any] = {
+        "name": "my-cv-run",
+        "backend": backend,
+        "input.uri": f"{base}/datasets/train.csv",
+        "output_uri": f"{base}/cv-runs",
+        "training": {"StoppingCondition": {"MaxRuntimeInSeconds": runtime}},
+    }
+    if backend == "local":
+        values["local"] = {"command": next(iter(policy.local_commands))}
+        return values
+    instance_type = next((t for t in policy.instance_types if not set(t) & set("*?[")), "ml.m5.large")
+    values["training"] = {
+        "AlgorithmSpecification": {"TrainingImage": XGBOOST_IMAGE, "TrainingInputMode": "File"},
+        "HyperParameters": {"objective": "binary:logistic", "num_round": "100"},
+        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": 10},
+        **values["training"],
+    }
+    return values
 
 
 def form_values(request: CVRequest) -> dict[str, Any]:
@@ -144,8 +177,6 @@ def _types(prop: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _default(path: str, prop: dict[str, Any]) -> Any:
-    if path in PLACEHOLDERS:
-        return PLACEHOLDERS[path]
     if "default" in prop:
         return prop["default"]
     field = CVRequest.model_fields[path]  # a nested model: its default instance, without unset keys

@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 from airflow.providers.common.compat.sdk import AirflowFailException
-from airflow.sdk import DAG, Asset, Param, TriggerRule, task
+from airflow.sdk import DAG, Asset, Param, TriggerRule, literal, task
 from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_smx import settings, storage
@@ -24,8 +24,8 @@ from airflow_smx.hooks.training_jobs import describe, owner, stop
 from airflow_smx.naming import cv_run_id, trial_name
 from airflow_smx.operators.local_fold import LocalFoldTrainingOperator, record_uri
 from airflow_smx.operators.sagemaker_fold import SageMakerFoldTrainingOperator, clean_description
-from airflow_smx.policy import outside_prefixes
-from airflow_smx.request import CVRequest, RequestError, parse_request
+from airflow_smx.policy import MAX_SLOTS
+from airflow_smx.request import CVRequest, RequestError, in_user_terms, parse_request
 from airflow_smx.smx_validator import is_smx_validator_input
 from airflow_smx.training import fold_training_config, run_tag_value
 
@@ -33,7 +33,7 @@ LOCAL_TASK = "train_fold_local"
 RESULT_ASSET = Asset(name="smx_cross_validation_result", uri="smx://cross-validation/result")
 # A mapped task's pool_slots cannot vary per run, so folds go to the task whose slot count
 # covers their InstanceCount (rounded up to a power of two).
-SLOT_SIZES = (1, 2, 4, 8, 16)
+SLOT_SIZES = tuple(2**i for i in range(MAX_SLOTS.bit_length()))  # 1, 2, 4, 8, 16
 DOC = """
 ### K-fold cross-validated training
 
@@ -76,19 +76,20 @@ def run_time(dag_run: Any) -> datetime.datetime:
 
 @task(multiple_outputs=False)  # one XCom; a dict return type would also push one per key
 def check_request(stored: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
-    """Validate the conf fully (the request model, the deployment's prefixes) before any call.
+    """Validate the conf fully (the request model, the deployment's bounds) before any call.
 
     :param stored: the request of a DAG that runs without a conf (on a schedule or new data)
     """
     dag_run = context["dag_run"]
+    policy = settings.policy()
     try:
         raw, original = request_of(dag_run.conf or stored or {}, dict(context["params"]))
-        request = parse_request(raw)
+        request = parse_request(raw, default_backend=policy.default_backend)
+        problems = policy.problems(request)
+        if problems:
+            raise RequestError(in_user_terms(problems, raw))
     except RequestError as error:
         raise AirflowFailException(str(error)) from None
-    problems = outside_prefixes(request, settings.allowed_prefixes()) + _backend_problems(request)
-    if problems:
-        raise AirflowFailException(RequestError(problems))
     when = run_time(dag_run)
     return {
         "request": request.model_dump(mode="json"),
@@ -97,23 +98,6 @@ def check_request(stored: dict[str, Any] | None = None, **context: Any) -> dict[
         "when": when.isoformat(),
         "run_id": dag_run.run_id,
     }
-
-
-def _backend_problems(request: CVRequest) -> list[str]:
-    if request.backend == "local":
-        return []  # the request model already requires local.command
-    problems = []
-    for path, uri in (("input.uri", request.input.uri), ("output_uri", request.output_uri)):
-        if not uri.startswith("s3://"):
-            problems.append(f"{path}: SageMaker reads its channels from S3: must be s3://, got {uri}")
-    if not (request.training.RoleArn or settings.get("role_arn")):
-        problems.append("training.RoleArn: required (or set the deployment's [smx] role_arn)")
-    if request.training.instance_count > SLOT_SIZES[-1]:
-        problems.append(
-            f"training.ResourceConfig.InstanceCount: at most {SLOT_SIZES[-1]} per fold, "
-            f"got {request.training.instance_count}"
-        )
-    return problems
 
 
 @task(multiple_outputs=True)
@@ -143,9 +127,9 @@ def split_dataset_task(run: dict[str, Any]) -> dict[str, Any]:
         for f in plan.folds
     ]
     local = request.backend == "local"
-    if local:
+    if local:  # the command by name: the operator looks it up in the deployment's list itself
         slots, task_id = 0, LOCAL_TASK
-        jobs = [{**job, **request.local.model_dump(include={"command", "env", "workdir"})} for job in jobs]
+        jobs = [{**job, "command": settings.policy().command_name(request)} for job in jobs]
     else:
         slots = slot_size(request.training.instance_count)
         task_id = train_task_id(slots)
@@ -256,8 +240,9 @@ def params(stored: dict[str, Any] | None = None) -> dict[str, Param]:
 
     :param stored: a request (ours or SMX-Validator's) the form starts from
     """
-    defaults = parse_request(stored) if stored else None
-    return {name: Param(**spec) for name, spec in form_fields(defaults).items()}
+    policy = settings.policy()
+    defaults = parse_request(stored, default_backend=policy.default_backend) if stored else None
+    return {name: Param(**spec) for name, spec in form_fields(defaults, policy).items()}
 
 
 def cross_validation_dag(
@@ -282,7 +267,7 @@ def cross_validation_dag(
         tags=["sagemaker", "cross-validation"],
         **kwargs,
     ) as dag:
-        run = check_request(request)
+        run = check_request(literal(request))  # the stored request is data, never a template
         split = split_dataset_task.override(task_id="split_dataset")(run)
         selectors = {size: fold_jobs.override(task_id=f"jobs_x{size}")(split[f"x{size}"]) for size in SLOT_SIZES}
         selectors["local"] = fold_jobs.override(task_id="jobs_local")(split["local"])

@@ -1,25 +1,263 @@
-"""Deployment policy: which storage a request may touch. No Airflow.
+"""Deployment policy: what a request may read, write, run and spend. No Airflow.
 
-Whoever may trigger the DAG must not be able to make it read or overwrite any bucket that the
-Airflow role reaches: the deployment lists the URI prefixes requests may use, and everything
-else is refused before any call.
+Whoever may trigger the DAG is not whoever runs the deployment: a conf is untrusted input. The
+deployment (``[smx]`` options, read by :mod:`airflow_smx.settings`) sets the bounds; every
+request is held to them in ``check_request``, before any write or job, and each refusal names
+the field, the value and the option that bounds it.
+
+- **Storage**: every URI anywhere in the request (found by walking it, not by listing fields,
+  so a CreateTrainingJob field added later is covered too) must lie under an allowed prefix.
+- **Roles**: a request may name only a role the deployment lists.
+- **Spend**: allowed instance types, instances per job, the longest run, and a ceiling on the
+  run's worst-case instance-hours.
+- **Commands**: the local backend exists only where the deployment lists the commands it may
+  run; a request picks one by name and never supplies a command line, a folder or environment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import fnmatch
+import re
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from airflow_smx.request import CVRequest
+from airflow_smx.training import SAGEMAKER_DEFAULT_RUNTIME
+
+MAX_SLOTS = 16  # the largest pool slot size a fold can take (see the DAG's slot sizes)
+# Storage URIs SageMaker, s3fs or fsspec would follow, wherever they appear in a string.
+STORAGE_URI = re.compile(r"(?<![A-Za-z0-9+.-])(?:s3|s3a|s3n|file)://[^\s\"',;]*", re.IGNORECASE)
+# SageMaker's S3Uri fields also take https URLs of S3 objects: only s3:// is checked, so refuse them.
+S3_URL = re.compile(r"https?://[^/\s]*\bs3[.-][^/\s]*\.amazonaws\.com[^\s\"',;]*", re.IGNORECASE)
+COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# The local child's environment is built from nothing: the worker's own (Airflow config,
+# connections, AWS credentials) is not inherited. These few are passed for a sane process.
+INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 
 
-def outside_prefixes(request: CVRequest, allowed: Sequence[str]) -> list[str]:
-    """One problem per URI of ``request`` outside every allowed prefix."""
-    problems = []
-    for path, uri in (("input.uri", request.input.uri), ("output_uri", request.output_uri)):
-        if not any(_under(uri, prefix) for prefix in allowed):
-            listed = ", ".join(allowed) if allowed else "none: set [smx] allowed_prefixes"
-            problems.append(f"{path}: {uri} is outside the allowed prefixes ({listed})")
-    return problems
+@dataclass(frozen=True)
+class LocalCommand:
+    """A training command the deployment allows the local backend to run.
+
+    :param argv: the command line, run as is (no shell)
+    :param env: environment variables the deployment gives it on purpose
+    :param workdir: where it runs (default: the fold's temporary folder)
+    """
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The bounds a deployment puts on requests; the defaults are a fresh install's.
+
+    :param allowed_prefixes: URI prefixes a request may read and write (none: every request is refused)
+    :param role_arn: the execution role of requests that name none
+    :param role_arns: further roles a request may name in ``training.RoleArn``
+    :param instance_types: ml instance types a job may use (fnmatch patterns allowed, ``ml.m5.*``)
+    :param max_instance_count: most instances one training job may hold
+    :param max_runtime_seconds: longest ``StoppingCondition.MaxRuntimeInSeconds``
+    :param max_instance_hours: ceiling on a run's worst case: jobs x instances x (runtime + warm pool)
+    :param local_commands: the local backend's commands by name; empty: no local backend
+    """
+
+    allowed_prefixes: tuple[str, ...] = ()
+    role_arn: str | None = None
+    role_arns: tuple[str, ...] = ()
+    instance_types: tuple[str, ...] = (
+        "ml.m5.large",
+        "ml.m5.xlarge",
+        "ml.m5.2xlarge",
+        "ml.m5.4xlarge",
+        "ml.c5.xlarge",
+        "ml.c5.2xlarge",
+        "ml.c5.4xlarge",
+    )
+    max_instance_count: int = 4
+    max_runtime_seconds: int = SAGEMAKER_DEFAULT_RUNTIME
+    max_instance_hours: float = 100.0
+    local_commands: Mapping[str, LocalCommand] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for prefix in self.allowed_prefixes:
+            if not STORAGE_URI.fullmatch(prefix) or _uri_problem(prefix):
+                raise ValueError(f"[smx] allowed_prefixes: {prefix!r} is not an s3:// or file:/// prefix")
+        if not 1 <= self.max_instance_count <= MAX_SLOTS:
+            raise ValueError(f"[smx] max_instance_count must be 1 to {MAX_SLOTS}, got {self.max_instance_count}")
+        for name, command in self.local_commands.items():
+            if not COMMAND_NAME.match(name) or not command.argv:
+                raise ValueError(f"[smx] local_commands: {name!r} needs a name of letters, digits, -_. and a command")
+
+    @property
+    def default_backend(self) -> str:
+        """SageMaker, unless the deployment turned the local backend on."""
+        return "local" if self.local_commands else "sagemaker"
+
+    @property
+    def backends(self) -> list[str]:
+        return ["local", "sagemaker"] if self.local_commands else ["sagemaker"]
+
+    def problems(self, request: CVRequest) -> list[str]:
+        """One ``path: message`` line per way ``request`` exceeds this deployment's bounds."""
+        found = list(self._storage_problems(request))
+        if request.backend == "local":
+            found += self._local_problems(request)
+        else:
+            found += self._sagemaker_problems(request)
+        return found
+
+    def local_command(self, name: str) -> LocalCommand:
+        """The command listed as ``name``; refused if the deployment does not list it (any more)."""
+        if name not in self.local_commands:
+            raise ValueError(f"{name!r} is not one of the deployment's commands ([smx] local_commands)")
+        return self.local_commands[name]
+
+    def command_name(self, request: CVRequest) -> str:
+        """The name of the command a local request runs: its own, or the deployment's only one."""
+        if request.local.command is None and len(self.local_commands) == 1:
+            return next(iter(self.local_commands))
+        return request.local.command or ""
+
+    def _storage_problems(self, request: CVRequest) -> Iterator[str]:
+        listed = ", ".join(self.allowed_prefixes) if self.allowed_prefixes else "none: set [smx] allowed_prefixes"
+        for path, text in _strings(request.model_dump(mode="json", exclude_none=True)):
+            for match in S3_URL.finditer(text):
+                yield f"{path}: {match.group()} is an https URL of S3; give it as s3://bucket/key"
+            for match in STORAGE_URI.finditer(text):
+                uri = match.group()
+                problem = _uri_problem(uri)
+                if problem:
+                    yield f"{path}: {uri} {problem}"
+                elif not any(_under(uri, prefix) for prefix in self.allowed_prefixes):
+                    yield f"{path}: {uri} is outside the allowed prefixes ([smx] allowed_prefixes: {listed})"
+
+    def _local_problems(self, request: CVRequest) -> list[str]:
+        if not self.local_commands:
+            return ["backend: local is not enabled on this deployment ([smx] local_commands is empty); use sagemaker"]
+        names = ", ".join(self.local_commands)
+        problems = []
+        if self.command_name(request) not in self.local_commands:
+            given = request.local.command
+            what = f"{given!r} is not one of" if given else "required: the name of one of"
+            problems.append(f"local.command: {what} the deployment's commands ([smx] local_commands: {names})")
+        if request.training.Environment:
+            problems.append(
+                "training.Environment: not passed to local commands (environment variables can make a "
+                "process run other code); the deployment sets them in [smx] local_commands"
+            )
+        problems += self._runtime_problems(request)
+        return problems
+
+    def _sagemaker_problems(self, request: CVRequest) -> list[str]:
+        problems = []
+        for path, uri in (("input.uri", request.input.uri), ("output_uri", request.output_uri)):
+            if not uri.startswith("s3://"):
+                problems.append(f"{path}: SageMaker reads its channels from S3: must be s3://, got {uri}")
+        problems += self._role_problems(request)
+        problems += self._instance_problems(request)
+        problems += self._runtime_problems(request)
+        if not problems:  # the worst case only means something for a request within the other bounds
+            problems += self._spend_problems(request)
+        return problems
+
+    def _role_problems(self, request: CVRequest) -> list[str]:
+        role = request.training.RoleArn
+        if role is None:
+            return [] if self.role_arn else ["training.RoleArn: required (or set the deployment's [smx] role_arn)"]
+        allowed = [r for r in (self.role_arn, *self.role_arns) if r]
+        if role in allowed:
+            return []
+        listed = ", ".join(allowed) if allowed else "none"
+        return [f"training.RoleArn: {role} is not a role this deployment allows ([smx] role_arn, role_arns: {listed})"]
+
+    def _instance_problems(self, request: CVRequest) -> list[str]:
+        resources = request.training.ResourceConfig or {}
+        problems = []
+        if "InstanceGroups" in resources:
+            problems.append(
+                "training.ResourceConfig.InstanceGroups: heterogeneous clusters are not supported; "
+                "use InstanceType and InstanceCount"
+            )
+        kind = resources.get("InstanceType")
+        if kind and not any(fnmatch.fnmatchcase(str(kind), pattern) for pattern in self.instance_types):
+            problems.append(
+                f"training.ResourceConfig.InstanceType: {kind} is not allowed "
+                f"([smx] instance_types: {', '.join(self.instance_types)})"
+            )
+        count = request.training.instance_count
+        if count > self.max_instance_count:
+            problems.append(
+                f"training.ResourceConfig.InstanceCount: {count} is above [smx] max_instance_count "
+                f"{self.max_instance_count}"
+            )
+        return problems
+
+    def _runtime_problems(self, request: CVRequest) -> list[str]:
+        runtime = max_runtime(request)
+        if runtime <= self.max_runtime_seconds:
+            return []
+        given = "MaxRuntimeInSeconds" in (request.training.StoppingCondition or {})
+        where = f"{runtime}" if given else f"not set, so SageMaker's default {runtime}"
+        return [
+            f"training.StoppingCondition.MaxRuntimeInSeconds: {where} is above [smx] max_runtime_seconds "
+            f"{self.max_runtime_seconds}"
+        ]
+
+    def _spend_problems(self, request: CVRequest) -> list[str]:
+        jobs, count = request.cv.n_folds, request.training.instance_count
+        kind = (request.training.ResourceConfig or {}).get("InstanceType", "?")
+        seconds = max_runtime(request) + warm_pool_seconds(request)
+        hours = jobs * count * seconds / 3600
+        if hours <= self.max_instance_hours:
+            return []
+        return [
+            f"training: worst case {jobs} folds x {count} x {kind} x {seconds / 3600:g} h = {hours:g} "
+            f"instance-hours, above [smx] max_instance_hours {self.max_instance_hours:g}"
+        ]
+
+
+def max_runtime(request: CVRequest) -> int:
+    """The longest a fold's job may train (SageMaker's default when the request sets none)."""
+    stopping = request.training.StoppingCondition or {}
+    return int(stopping.get("MaxRuntimeInSeconds", SAGEMAKER_DEFAULT_RUNTIME))
+
+
+def warm_pool_seconds(request: CVRequest) -> int:
+    """A managed warm pool keeps (and bills) the instances this long after each job."""
+    return int((request.training.ResourceConfig or {}).get("KeepAlivePeriodInSeconds", 0))
+
+
+def _strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in a JSON value (keys too), with its field path."""
+    if isinstance(node, str):
+        yield path or "(request)", node
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            child = f"{path}.{key}" if path else str(key)
+            yield child, str(key)
+            yield from _strings(value, child)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _strings(value, f"{path}.{index}")
+
+
+def _uri_problem(uri: str) -> str | None:
+    """Why a storage URI cannot be held to a prefix, if it cannot."""
+    scheme, rest = uri.split("://", 1)
+    if scheme not in ("s3", "file"):
+        return "uses a scheme other than s3:// or file://"
+    if scheme == "file" and not rest.startswith("/"):
+        return "must be file:///absolute/path"
+    if not rest.strip("/"):
+        return "must name a bucket or folder"
+    segments = urllib.parse.unquote(rest).split("/")
+    if any(s in (".", "..") for s in segments):
+        return "must not contain . or .. path segments"
+    return None
 
 
 def _under(uri: str, prefix: str) -> bool:

@@ -22,8 +22,9 @@ Strategy = Literal["kfold", "stratified", "group", "stratified_group"]
 Backend = Literal["local", "sagemaker"]
 URI_SCHEMES = ("s3://", "file://")
 MAX_FOLDS = 1024  # Airflow's default [core] max_map_length: one mapped task per fold
-RESERVED_TAGS = 4  # fold_name, crossvalidator_job_name, created_by and airflow_run_id on every job
-MAX_USER_TAGS = 50 - RESERVED_TAGS
+# set on every job by airflow-smx; the run tag decides which run owns a job (re-attach, teardown)
+RESERVED_TAGS = ("fold_name", "crossvalidator_job_name", "created_by", "airflow_run_id")
+MAX_USER_TAGS = 50 - len(RESERVED_TAGS)
 JSON_EXTENSIONS = (".jsonl", ".json", ".ndjson", ".manifest")
 CSV_EXTENSIONS = (".csv", ".txt")
 MANAGED_TRAINING_FIELDS = ("TrainingJobName", "InputDataConfig", "ExperimentConfig", "Tags")
@@ -228,6 +229,13 @@ class ChannelSpec(_Model):
         "FullyReplicated", title="Distribution across instances"
     )
 
+    @field_validator("ChannelName")
+    @classmethod
+    def _not_a_relative_folder(cls, name: str) -> str:
+        if set(name) == {"."}:  # the local backend makes input/data/<ChannelName>
+            raise ValueError("must not be only dots")
+        return name
+
     @model_validator(mode="after")
     def _check_augmented(self) -> ChannelSpec:
         problems = []
@@ -365,9 +373,11 @@ class Tag(_Model):
 
     @field_validator("Key")
     @classmethod
-    def _not_aws(cls, key: str) -> str:
+    def _not_reserved(cls, key: str) -> str:
         if key.lower().startswith("aws:"):
             raise ValueError("keys starting with aws: are reserved by AWS")
+        if key in RESERVED_TAGS:
+            raise ValueError(f"{key} is set on every job by airflow-smx")
         return key
 
 
@@ -396,18 +406,24 @@ class MetricsSpec(_Model):
 
 
 class LocalSpec(_Model):
-    """How the local backend trains a fold: a command run under SageMaker's container contract."""
+    """Which of the deployment's commands the local backend runs (under SageMaker's container contract)."""
 
-    command: list[str] = Field(
-        default_factory=list,
+    command: str | None = Field(
+        None,
         title="Training command",
-        description="Run once per fold in a folder laid out like /opt/ml (SAGEMAKER_BASE_DIR, SM_CHANNEL_*, "
-        'SM_MODEL_DIR, SM_HPS, ...), e.g. ["python", "examples/train_sklearn.py"].',
+        description="The name of a command the deployment lists in [smx] local_commands (it runs once per fold "
+        "in a folder laid out like /opt/ml: SAGEMAKER_BASE_DIR, SM_CHANNEL_*, SM_MODEL_DIR, SM_HPS, ...). "
+        "Optional when the deployment lists one.",
     )
-    env: dict[str, str] = Field(
-        default_factory=dict, title="Extra environment", description="Added to its environment."
-    )
-    workdir: str | None = Field(None, title="Working folder", description="Where the command runs (default: here).")
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _a_name_not_a_command_line(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            raise ValueError(
+                "must be the name of a command the deployment lists in [smx] local_commands, not a command line"
+            )
+        return value
 
 
 class CVRequest(_Model):
@@ -427,7 +443,10 @@ class CVRequest(_Model):
     )
     cv: CVSpec = Field(default_factory=CVSpec, title="Cross-validation", description="Strategy, folds, seed, hold-out.")
     backend: Backend = Field(
-        "local", title="Backend", description="sagemaker: SageMaker training jobs; local: local processes."
+        "sagemaker",
+        title="Backend",
+        description="sagemaker: SageMaker training jobs; local: local processes, where the deployment enables "
+        "them. Default: local where enabled, else sagemaker.",
     )
     training: TrainingSpec = Field(
         default_factory=TrainingSpec,
@@ -444,7 +463,7 @@ class CVRequest(_Model):
     local: LocalSpec = Field(
         default_factory=LocalSpec,
         title="Local backend",
-        description="The training command of the local backend (backend: local).",
+        description="The local backend's training command: the name of one the deployment lists.",
     )
     experiment: ExperimentSpec = Field(
         default_factory=ExperimentSpec,
@@ -505,8 +524,6 @@ class CVRequest(_Model):
             yield _problem(("tags",), f"duplicate key {key!r}", key)
         if self.backend == "sagemaker":
             yield from self._sagemaker_problems()
-        elif not self.local.command:
-            yield _problem(("local", "command"), "the local backend needs a training command", None)
 
     def _sagemaker_problems(self) -> Iterable[InitErrorDetails]:
         algorithm = self.training.AlgorithmSpecification or {}
@@ -542,17 +559,20 @@ def request_json_schema() -> dict[str, Any]:
     return CVRequest.model_json_schema()
 
 
-def parse_request(data: Any) -> CVRequest:
+def parse_request(data: Any, default_backend: Backend = "sagemaker") -> CVRequest:
     """Validate a conf (ours or SMX-Validator's) into a :class:`CVRequest`.
 
-    :raises RequestError: listing every problem found, each with its field path.
+    :param default_backend: the backend of a request that names none (the deployment's)
+    :raises RequestError: listing every problem found, each with its field path in the conf's own terms.
     """
     if not isinstance(data, Mapping):
         raise RequestError([f"(request): must be a JSON object, got {type(data).__name__}"])
-    paths: dict[str, str] = {}
+    paths: dict[str, str] | None = None
     problems: list[str] = []
     if smx_validator.is_smx_validator_input(data):
         data, paths, problems = smx_validator.translate(data)
+    elif "backend" not in data:
+        data = {**data, "backend": default_backend}
     try:
         request = CVRequest.model_validate(data)
     except ValidationError as error:
@@ -585,12 +605,25 @@ _MESSAGES = {
 }
 
 
+def in_user_terms(problems: Iterable[str], data: Mapping[str, Any]) -> list[str]:
+    """``path: message`` lines about a request parsed from ``data``, in ``data``'s own field paths."""
+    if not smx_validator.is_smx_validator_input(data):
+        return list(problems)
+    paths = smx_validator.translate(data).paths
+    return [
+        smx_validator.original_path(path, paths) + sep + rest
+        for path, sep, rest in (p.partition(":") for p in problems)
+    ]
+
+
 def format_problems(error: ValidationError, paths: Mapping[str, str] | None = None) -> list[str]:
-    """One ``path: message, got value`` line per pydantic error, in SMX-Validator's paths if translated."""
+    """One ``path: message, got value`` line per pydantic error; in SMX-Validator's paths when ``paths``
+    (from its translation) is given."""
     lines = []
     for item in error.errors(include_url=False):
         path = ".".join(str(p) for p in _clean_loc(item["loc"])) or "(request)"
-        path = smx_validator.original_path(path, paths or {})
+        if paths is not None:  # SMX-Validator input: its own names
+            path = smx_validator.original_path(path, paths)
         template = _MESSAGES.get(item["type"])
         message = template.format(**item.get("ctx", {})) if template else item["msg"].removeprefix("Value error, ")
         silent = item["type"] in ("missing", "extra_forbidden") or item["input"] is None

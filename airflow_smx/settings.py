@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from airflow_smx.policy import MAX_SLOTS, LocalCommand, Policy
+
 SECTION = "smx"
 OPTIONS: dict[str, dict[str, Any]] = {
     "allowed_prefixes": {
@@ -19,6 +21,39 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "role_arn": {
         "description": "SageMaker execution role for requests that do not name one (training.RoleArn).",
         "default": "",
+    },
+    "role_arns": {
+        "description": "JSON list of further execution role ARNs a request may name in training.RoleArn. "
+        "Empty (the default): requests use role_arn and may name no other.",
+        "default": "[]",
+    },
+    "instance_types": {
+        "description": "JSON list of ml instance types training jobs may use; fnmatch patterns allowed "
+        '(["ml.m5.*", "ml.g5.xlarge"]).',
+        "default": json.dumps(list(Policy.instance_types)),
+    },
+    "max_instance_count": {
+        "description": f"Most ml instances one training job may use (ResourceConfig.InstanceCount), 1 to {MAX_SLOTS}.",
+        "default": str(Policy.max_instance_count),
+    },
+    "max_runtime_seconds": {
+        "description": "Longest StoppingCondition.MaxRuntimeInSeconds a request may set (a request that sets "
+        "none gets SageMaker's default, 86400).",
+        "default": str(Policy.max_runtime_seconds),
+    },
+    "max_instance_hours": {
+        "description": "Ceiling on one run's worst case: folds x InstanceCount x (MaxRuntimeInSeconds + "
+        "KeepAlivePeriodInSeconds) in instance-hours.",
+        "default": f"{Policy.max_instance_hours:g}",
+    },
+    "local_commands": {
+        "description": "JSON object naming the commands the local backend may run, e.g. "
+        '{"sklearn": {"command": ["/usr/bin/python3", "/opt/train.py"], "env": {}, "workdir": null}} '
+        '(or {"sklearn": ["/usr/bin/python3", "/opt/train.py"]}). A request picks one by name. Empty (the '
+        "default): no local backend, every request trains on SageMaker. The command gets a minimal "
+        "environment (PATH, LANG, LC_ALL, TZ, the SageMaker training variables and its own env), not the "
+        "worker's: no Airflow configuration, connections or AWS credentials unless given here.",
+        "default": "{}",
     },
     "aws_conn_id": {"description": "Airflow connection for SageMaker and S3.", "default": "aws_default"},
     "pool": {
@@ -50,11 +85,50 @@ def get(option: str) -> str:
     return conf.get(SECTION, option, fallback=OPTIONS[option]["default"])
 
 
-def allowed_prefixes() -> list[str]:
-    value = json.loads(get("allowed_prefixes") or "[]")
+def policy() -> Policy:
+    """The deployment's bounds on requests (read each time: tasks see the configuration they run under)."""
+    return Policy(
+        allowed_prefixes=tuple(_string_list("allowed_prefixes")),
+        role_arn=get("role_arn") or None,
+        role_arns=tuple(_string_list("role_arns")),
+        instance_types=tuple(_string_list("instance_types")),
+        max_instance_count=int(get("max_instance_count")),
+        max_runtime_seconds=int(get("max_runtime_seconds")),
+        max_instance_hours=float(get("max_instance_hours")),
+        local_commands=_local_commands(),
+    )
+
+
+def _json(option: str) -> Any:
+    try:
+        return json.loads(get(option) or OPTIONS[option]["default"])
+    except json.JSONDecodeError as error:
+        raise ValueError(f"[{SECTION}] {option} is not valid JSON: {error}") from None
+
+
+def _string_list(option: str) -> list[str]:
+    value = _json(option)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"[{SECTION}] allowed_prefixes must be a JSON list of strings, got {value!r}")
+        raise ValueError(f"[{SECTION}] {option} must be a JSON list of strings, got {value!r}")
     return value
+
+
+def _local_commands() -> dict[str, LocalCommand]:
+    value = _json("local_commands")
+    if not isinstance(value, dict):
+        raise ValueError(f"[{SECTION}] local_commands must be a JSON object of named commands, got {value!r}")
+    return {name: _local_command(name, spec) for name, spec in value.items()}
+
+
+def _local_command(name: str, spec: Any) -> LocalCommand:
+    if isinstance(spec, list):
+        spec = {"command": spec}
+    argv, env = spec.get("command") if isinstance(spec, dict) else None, (spec or {}).get("env") or {}
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+        raise ValueError(f"[{SECTION}] local_commands.{name}: command must be a non-empty JSON list of strings")
+    if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+        raise ValueError(f"[{SECTION}] local_commands.{name}: env must be a JSON object of strings")
+    return LocalCommand(argv=tuple(argv), env=env, workdir=spec.get("workdir"))
 
 
 def stored_request() -> dict[str, Any] | None:
@@ -74,7 +148,8 @@ def provider_config() -> dict[str, Any]:
             "version_added": "0.1.0",
             "type": "string",
             "example": None,
-            "default": spec["default"],
+            # Airflow formats provider defaults with str.format (for {AIRFLOW_HOME} and the like)
+            "default": spec["default"].replace("{", "{{").replace("}", "}}"),
         }
         for name, spec in OPTIONS.items()
     }

@@ -35,6 +35,10 @@ _TRAINING = {
     "resource_config": "training.ResourceConfig",
 }
 _MAPPINGS = {"job_config": _JOB_CONFIG, "crossvalidation": _CROSSVALIDATION, "training": _TRAINING}
+# our field path -> the SMX-Validator spelling its code reads: names a field the input left out
+_CANONICAL = {
+    target: f"{section}.{key}" for section, mapping in _MAPPINGS.items() for key, target in reversed(mapping.items())
+}
 
 # SMX-Validator's fixed channels (statemachine/smx-validator.asl.yaml): image classification
 # from an augmented manifest, streamed as RecordIO in Pipe mode.
@@ -112,8 +116,10 @@ def _set(tree: dict[str, Any], path: list[str], value: Any) -> None:
 
 
 def original_path(path: str, paths: Mapping[str, str]) -> str:
-    """Rename an airflow-smx field path into the SMX-Validator path it was translated from."""
-    for ours in sorted(paths, key=len, reverse=True):
+    """Rename an airflow-smx field path into the SMX-Validator path it was translated from (or, for a
+    field the input left out, the one SMX-Validator reads it from)."""
+    names = {**_CANONICAL, **paths}
+    for ours in sorted(names, key=len, reverse=True):
         if path == ours or path.startswith(ours + "."):
-            return paths[ours] + path[len(ours) :]
+            return names[ours] + path[len(ours) :]
     return path

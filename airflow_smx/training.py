@@ -15,6 +15,7 @@ from airflow_smx.folds.plan import Fold, FoldPlan
 from airflow_smx.naming import cv_run_id, training_job_name, trial_name
 from airflow_smx.request import ChannelSpec, CVRequest
 
+SAGEMAKER_DEFAULT_RUNTIME = 86_400  # SageMaker's MaxRuntimeInSeconds when a request sets none
 CREATED_BY = "airflow-smx"
 RUN_TAG = "airflow_run_id"  # which Airflow run created a job: re-attach and clean-up check it
 
@@ -88,6 +89,8 @@ def fold_training_config(
     ]
     models = storage.join(request.output_uri, cv_run_id(request.name, when), "models")
     config.setdefault("OutputDataConfig", {"S3OutputPath": models})
+    # explicit, so an IAM condition on sagemaker:MaxRuntimeInSeconds can bound every job
+    config.setdefault("StoppingCondition", {}).setdefault("MaxRuntimeInSeconds", SAGEMAKER_DEFAULT_RUNTIME)
     if role_arn and "RoleArn" not in config:
         config["RoleArn"] = role_arn
     config["Tags"] = [*(t.model_dump() for t in request.tags), *run_tags(request, when, fold.index, run_id)]

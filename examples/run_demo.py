@@ -31,10 +31,14 @@ def write_dataset(path: Path) -> Path:
     return path
 
 
-def demo_conf(demo: Path, python: str = sys.executable) -> dict:
+def demo_conf(demo: Path) -> dict:
     text = (REPO / "examples" / "local-demo.json").read_text()
-    text = text.replace("@DEMO_DIR@", str(demo)).replace("@REPO@", str(REPO)).replace("@PYTHON@", python)
-    return json.loads(text)
+    return json.loads(text.replace("@DEMO_DIR@", str(demo)))
+
+
+def local_commands(python: str = sys.executable) -> str:
+    """The demo deployment's [smx] local_commands: the one command its requests may run, by name."""
+    return json.dumps({"sklearn-example": [python, str(REPO / "examples" / "train_sklearn.py")]})
 
 
 def demo_environment(demo: Path) -> dict[str, str]:
@@ -47,6 +51,7 @@ def demo_environment(demo: Path) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__SMX__ALLOWED_PREFIXES": json.dumps([(demo).as_uri()]),
         "AIRFLOW__SMX__AWS_CONN_ID": "",
+        "AIRFLOW__SMX__LOCAL_COMMANDS": local_commands(),
     }
 
 

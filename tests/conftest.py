@@ -104,3 +104,34 @@ def airflow_db() -> None:
 
     airflow = Path(sys.executable).parent / "airflow"
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
+
+
+@pytest.fixture
+def run_dag(airflow_db, sagemaker, s3, monkeypatch):
+    """Run smx_cross_validation with a conf through dag.test(), SageMaker played by a Simulator thread."""
+    from tests.dag_harness import ACCURACY, ROLE, ROOT, Simulator
+
+    for key, value in {
+        "AIRFLOW__SMX__ALLOWED_PREFIXES": '["s3://bucket/data", "s3://bucket/out"]',
+        "AIRFLOW__SMX__ROLE_ARN": ROLE,
+        "AIRFLOW__SMX__AWS_CONN_ID": "",
+        "AIRFLOW__SMX__CHECK_INTERVAL": "1",
+        "AIRFLOW__SMX__INSTANCE_TYPES": '["ml.m5.*", "ml.p3.2xlarge"]',  # SMX-Validator's sample uses a p3
+    }.items():
+        monkeypatch.setenv(key, value)
+    body = "".join(json.dumps({"id": i, "class": f"c{i % 3}", "x": i * 0.5}) + "\n" for i in range(200))
+    s3.put_object(Bucket="bucket", Key="data/train.jsonl", Body=body.encode())
+    simulators = []
+
+    def run(conf, outcomes=lambda fold: {"metrics": {"validation:accuracy": ACCURACY[fold]}}):
+        from airflow.dag_processing.dagbag import DagBag
+
+        dag = DagBag(dag_folder=str(ROOT / "dags")).dags["smx_cross_validation"]
+        simulator = Simulator(sagemaker, outcomes)
+        simulators.append(simulator)
+        simulator.start()
+        return dag.test(run_conf=conf)
+
+    yield run
+    for simulator in simulators:
+        simulator.running = False

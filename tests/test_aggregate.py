@@ -20,7 +20,8 @@ def request(**overrides):
             "name": "demo",
             "input": {"uri": "s3://b/in.jsonl"},
             "output_uri": "s3://b/out",
-            "local": {"command": ["python", "train.py"]},
+            "backend": "local",
+            "local": {"command": "train"},
             "metrics": {"objective": "validation:accuracy", "direction": "maximize"},
             **overrides,
         }

@@ -83,7 +83,8 @@ def test_split_from_a_conf_file_and_its_errors(tmp_path):
         "input": {"uri": data.as_uri(), "label": "class"},
         "output_uri": (tmp_path / "out").as_uri(),
         "cv": {"strategy": "stratified", "n_splits": 3, "allow_small_classes": True},
-        "local": {"command": ["python", "train.py"]},
+        "backend": "local",
+        "local": {"command": "train"},
     }
     (tmp_path / "conf.json").write_text(json.dumps(conf))
     result = run("split", str(tmp_path / "conf.json"), "--run-id", "r2")

@@ -9,89 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import boto3
 import pytest
 
-ROOT = Path(__file__).parent.parent
-ROLE = "arn:aws:iam::123456789012:role/sagemaker"
-ACCURACY = [0.81, 0.84, 0.79, 0.86, 0.80]
-
-
-class Simulator(threading.Thread):
-    def __init__(self, sagemaker, outcomes):
-        super().__init__(daemon=True)
-        self.sagemaker, self.outcomes, self.seen, self.running = sagemaker, outcomes, {}, True
-
-    def run(self):
-        while self.running:
-            backend = getattr(self.sagemaker, "backend", None)
-            for name, job in list(backend.training_jobs.items()) if backend else []:
-                if job.training_job_status != "InProgress":
-                    continue
-                first = self.seen.setdefault(name, time.monotonic())
-                if time.monotonic() - first > 0.5:
-                    fold = int(name.rsplit("fold", 1)[1])
-                    self.sagemaker.finish(name, **self.outcomes(fold))
-            time.sleep(0.1)
-
-
-@pytest.fixture
-def run_dag(airflow_db, sagemaker, s3, monkeypatch):
-    for key, value in {
-        "AIRFLOW__SMX__ALLOWED_PREFIXES": '["s3://bucket/data", "s3://bucket/out"]',
-        "AIRFLOW__SMX__ROLE_ARN": ROLE,
-        "AIRFLOW__SMX__AWS_CONN_ID": "",
-        "AIRFLOW__SMX__CHECK_INTERVAL": "1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    body = "".join(json.dumps({"id": i, "class": f"c{i % 3}", "x": i * 0.5}) + "\n" for i in range(200))
-    s3.put_object(Bucket="bucket", Key="data/train.jsonl", Body=body.encode())
-    simulators = []
-
-    def run(conf, outcomes=lambda fold: {"metrics": {"validation:accuracy": ACCURACY[fold]}}):
-        from airflow.dag_processing.dagbag import DagBag
-
-        dag = DagBag(dag_folder=str(ROOT / "dags")).dags["smx_cross_validation"]
-        simulator = Simulator(sagemaker, outcomes)
-        simulators.append(simulator)
-        simulator.start()
-        return dag.test(run_conf=conf)
-
-    yield run
-    for simulator in simulators:
-        simulator.running = False
-
-
-def conf(**overrides):
-    base = {
-        "name": "iris-xgboost",
-        "input": {"uri": "s3://bucket/data/train.jsonl", "label": "class"},
-        "output_uri": "s3://bucket/out",
-        "cv": {"strategy": "stratified", "n_splits": 5, "random_state": 7},
-        "backend": "sagemaker",
-        "training": {
-            "AlgorithmSpecification": {"TrainingImage": "xgboost:1", "TrainingInputMode": "File"},
-            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 600},
-            "HyperParameters": {"num_class": "${num_classes}", "rows": "${num_training_samples}"},
-        },
-        "metrics": {"objective": "validation:accuracy"},
-    }
-    return {**base, **overrides}
-
-
-def result_of(s3, prefix="out/"):
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bucket", Prefix=prefix).get("Contents", [])]
-    (key,) = [k for k in keys if k.endswith("results/cv_result.json")]
-    return json.loads(s3.get_object(Bucket="bucket", Key=key)["Body"].read()), keys
-
-
-def states(run):
-    return {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+from tests.dag_harness import ACCURACY, ROOT, Simulator, conf, result_of, states
 
 
 def test_five_folds_train_and_aggregate(run_dag, sagemaker, s3):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_smx.policy import Policy
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -45,15 +47,21 @@ def test_iam_policy_grants_only_what_a_cv_run_needs():
     assert all(s["Effect"] == "Allow" for s in statements.values())
     jobs = statements["CrossValidationTrainingJobs"]
     assert set(jobs["Action"]) == {
-        "sagemaker:CreateTrainingJob",
         "sagemaker:DescribeTrainingJob",
         "sagemaker:StopTrainingJob",
         "sagemaker:AddTags",
         "sagemaker:ListTags",
     }
     assert jobs["Resource"].endswith(":training-job/crossvalidator-*")
-    pass_role = statements["PassTheTrainingRoleOnly"]
-    assert pass_role["Resource"] == "${TrainingRoleArn}"
+    # AWS enforces the [smx] defaults too: instance types and the longest run, both required
+    create = statements["CreateTrainingJobsWithinTheDeploymentsBounds"]
+    assert create["Action"] == ["sagemaker:CreateTrainingJob"] and create["Resource"] == jobs["Resource"]
+    bounds = create["Condition"]
+    assert bounds["ForAllValues:StringLike"]["sagemaker:InstanceTypes"] == list(Policy().instance_types)
+    assert bounds["NumericLessThanEquals"]["sagemaker:MaxRuntimeInSeconds"] == str(Policy().max_runtime_seconds)
+    assert bounds["Null"] == {"sagemaker:InstanceTypes": "false", "sagemaker:MaxRuntimeInSeconds": "false"}
+    pass_role = statements["PassTheTrainingRolesOnly"]
+    assert pass_role["Resource"] == ["${TrainingRoleArn}"]
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
     assert statements["ReadInputPrefix"]["Action"] == ["s3:GetObject"]
     actions = [a for s in statements.values() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
@@ -62,6 +70,17 @@ def test_iam_policy_grants_only_what_a_cv_run_needs():
         r for s in statements.values() for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
     ]
     assert "*" not in resources
+
+
+def policy_of(environment: dict[str, str]):
+    """The Policy a deployment configured by these environment variables enforces."""
+    from airflow_smx import settings
+
+    smx = {k: v for k, v in environment.items() if k.startswith("AIRFLOW__SMX__")}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in smx.items():
+            patch.setenv(key, str(value))
+        return settings.policy()
 
 
 def compose_command() -> list[str] | None:
@@ -90,5 +109,12 @@ def test_docker_compose_config_is_valid_and_complete():
             for v in service["volumes"]
         )
         assert service["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+        policy = policy_of(service["environment"])  # the [smx] options parse, and turn the local backend on
+        assert policy.default_backend == "local" and policy.allowed_prefixes == ("s3://smx-trial/",)
+        (command,) = policy.local_commands.values()
+        assert command.argv[-1] == "/opt/airflow-smx/examples/train_sklearn.py"
+    assert (
+        "COPY --chown=airflow:root examples/train_sklearn.py " + command.argv[-1] in (ROOT / "Dockerfile").read_text()
+    )
     assert "airflow smx setup-pool" in " ".join(services["airflow-init"]["command"])
     assert "pip install" in (ROOT / "Dockerfile").read_text()

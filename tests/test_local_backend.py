@@ -29,6 +29,8 @@ import json, os, pathlib, sys
 base = pathlib.Path(os.environ["SAGEMAKER_BASE_DIR"])
 report = {
     "env": {k: v for k, v in os.environ.items() if k.startswith("SM_") or k == "SAGEMAKER_BASE_DIR"},
+    "worker": {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))
+               and k not in ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "TMPDIR", "LC_CTYPE")},
     "hyperparameters": json.loads((base / "input/config/hyperparameters.json").read_text()),
     "resourceconfig": json.loads((base / "input/config/resourceconfig.json").read_text()),
     "train": sorted(p.name for p in pathlib.Path(os.environ["SM_CHANNEL_TRAIN"]).iterdir()),
@@ -44,7 +46,17 @@ if os.environ.get("FAIL"):
 """
 
 
-def fold_configs(tmp_path, command, **local):
+@pytest.fixture
+def deploy(monkeypatch):
+    """Turn the local backend on with these named commands, as a deployer does ([smx] local_commands)."""
+
+    def allow(**commands):
+        monkeypatch.setenv("AIRFLOW__SMX__LOCAL_COMMANDS", json.dumps(commands))
+
+    return allow
+
+
+def fold_configs(tmp_path):
     data = tmp_path / "data.csv"
     data.write_text("".join(f"{i % 2},{i},{i * 0.5}\n" for i in range(40)))
     request = parse_request(
@@ -53,7 +65,7 @@ def fold_configs(tmp_path, command, **local):
             "input": {"uri": data.as_uri(), "label": 0},
             "output_uri": (tmp_path / "out").as_uri(),
             "cv": {"strategy": "stratified", "n_splits": 4},
-            "local": {"command": command, **local},
+            "backend": "local",
             "training": {
                 "AlgorithmSpecification": {"MetricDefinitions": [{"Name": "score", "Regex": "score=([0-9.]+)"}]},
                 "HyperParameters": {"alpha": "0.1", "rows": "${num_training_samples}"},
@@ -65,16 +77,15 @@ def fold_configs(tmp_path, command, **local):
     return [fold_training_config(request, plan, f, WHEN, "run") for f in plan.folds]
 
 
-def operator(config, command, **kwargs):
-    return LocalFoldTrainingOperator(
-        task_id="train_fold_local", config=config, command=command, aws_conn_id=None, **kwargs
-    )
+def operator(config, command):
+    return LocalFoldTrainingOperator(task_id="train_fold_local", config=config, command=command, aws_conn_id=None)
 
 
-def test_the_container_contract_metrics_and_model(tmp_path):
-    command = [sys.executable, "-c", PROBE]
-    config = fold_configs(tmp_path, command)[1]
-    result = operator(config, command, env={"REPORT_FILE": str(tmp_path / "report.json")}).execute({})
+def test_the_container_contract_metrics_and_model(tmp_path, deploy, monkeypatch):
+    deploy(probe={"command": [sys.executable, "-c", PROBE], "env": {"REPORT_FILE": str(tmp_path / "report.json")}})
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "worker-secret")  # the worker's, not the command's
+    config = fold_configs(tmp_path)[1]
+    result = operator(config, "probe").execute({})
     report = json.loads((tmp_path / "report.json").read_text())
     env = report["env"]
     assert report["hyperparameters"] == {"alpha": "0.1", "rows": "30"} and report["rows"] == 30
@@ -85,6 +96,8 @@ def test_the_container_contract_metrics_and_model(tmp_path):
     assert json.loads(env["SM_HPS"]) == {"alpha": "0.1", "rows": "30"} and env["SM_HP_ALPHA"] == "0.1"
     assert json.loads(env["SM_CHANNELS"]) == ["train", "validation"]
     assert {"SM_OUTPUT_DATA_DIR", "SM_NUM_CPUS", "SM_CHANNEL_TRAIN", "SM_CHANNEL_VALIDATION"} <= set(env)
+    # built from nothing: the deployment's env for the command, never the worker's Airflow or AWS settings
+    assert report["worker"] == {"REPORT_FILE": str(tmp_path / "report.json")}
     assert result["TrainingJobStatus"] == "Completed"
     assert [(m["MetricName"], m["Value"]) for m in result["FinalMetricDataList"]] == [("score", 0.75)]
     model = Path(result["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("file://"))
@@ -93,28 +106,43 @@ def test_the_container_contract_metrics_and_model(tmp_path):
     assert json.loads(Path(record_uri(config).removeprefix("file://")).read_text()) == result
 
 
-def test_a_failure_is_reported_with_the_scripts_reason_and_a_completed_fold_is_reused(tmp_path):
-    command = [sys.executable, "-c", PROBE]
-    config = fold_configs(tmp_path, command)[0]
+def test_a_failure_is_reported_with_the_scripts_reason_and_a_completed_fold_is_reused(tmp_path, deploy):
     env = {"REPORT_FILE": str(tmp_path / "report.json")}
+    probe = [sys.executable, "-c", PROBE]
+    deploy(
+        probe=probe, failing={"command": probe, "env": {**env, "FAIL": "1"}}, exit3=[sys.executable, "-c", "exit(3)"]
+    )
+    config = fold_configs(tmp_path)[0]
     with pytest.raises(AirflowFailException, match="ValueError: bad input"):
-        operator(config, command, env={**env, "FAIL": "1"}).execute({})
+        operator(config, "failing").execute({})
     record = json.loads(Path(record_uri(config).removeprefix("file://")).read_text())
     assert record["TrainingJobStatus"] == "Failed" and record["FailureReason"] == "ValueError: bad input"
-    first = operator(config, command, env=env).execute({})  # the retry trains again: the fold had failed
-    again = operator(config, [sys.executable, "-c", "raise SystemExit(3)"]).execute({})  # re-used, not rerun
+    deploy(probe={"command": probe, "env": env}, exit3=[sys.executable, "-c", "exit(3)"])
+    first = operator(config, "probe").execute({})  # the retry trains again: the fold had failed
+    again = operator(config, "exit3").execute({})  # re-used, not rerun
     assert again == first and first["TrainingJobStatus"] == "Completed"
 
 
-def test_killing_a_local_fold_ends_its_process_group(tmp_path):
+def test_a_command_the_deployment_does_not_list_never_runs(tmp_path, deploy):
+    marker = tmp_path / "marker"
+    deploy(probe=[sys.executable, "-c", PROBE])
+    with pytest.raises(AirflowFailException, match=r"'touch' is not one of the deployment's commands"):
+        operator(fold_configs(tmp_path)[0], "touch").execute({})
+    deploy()  # the deployment turned the local backend off since the fold was planned
+    with pytest.raises(AirflowFailException, match=r"'probe' is not one of the deployment's commands"):
+        operator(fold_configs(tmp_path)[0], "probe").execute({})
+    assert not marker.exists()
+
+
+def test_killing_a_local_fold_ends_its_process_group(tmp_path, deploy):
     pid_file = tmp_path / "child.pid"
     script = (
         "import subprocess, sys, time, pathlib;"
         f"c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']);"
         f"pathlib.Path({str(pid_file)!r}).write_text(str(c.pid)); time.sleep(300)"
     )
-    command = [sys.executable, "-c", script]
-    task = operator(fold_configs(tmp_path, command)[0], command)
+    deploy(sleeper=[sys.executable, "-c", script])
+    task = operator(fold_configs(tmp_path)[0], "sleeper")
     outcome = {}
 
     def run():
@@ -156,6 +184,7 @@ def test_demo_scores_equal_sklearn_cross_validate_on_the_same_folds(airflow_db, 
     data = demo.write_dataset(tmp_path / "data" / "breast_cancer.csv")
     monkeypatch.setenv("AIRFLOW__SMX__ALLOWED_PREFIXES", json.dumps([tmp_path.as_uri()]))
     monkeypatch.setenv("AIRFLOW__SMX__AWS_CONN_ID", "")
+    monkeypatch.setenv("AIRFLOW__SMX__LOCAL_COMMANDS", demo.local_commands())
     run = DagBag(dag_folder=str(ROOT / "dags")).dags["smx_cross_validation"].test(run_conf=demo.demo_conf(tmp_path))
     assert run.state == "success"
     (result_file,) = tmp_path.glob("runs/*/results/cv_result.json")

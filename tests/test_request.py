@@ -17,7 +17,8 @@ def minimal(**overrides) -> dict:
         "name": "churn",
         "input": {"uri": "s3://b/in/data.csv"},
         "output_uri": "s3://b/out",
-        "local": {"command": ["python", "train.py"]},
+        "backend": "local",
+        "local": {"command": "train"},
         **overrides,
     }
 

@@ -9,19 +9,33 @@ import subprocess
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
-from airflow_smx import local, storage
+from airflow_smx import local, settings, storage
 from airflow_smx.hooks.storage import storage_options_for
+from airflow_smx.policy import INHERITED_ENV, LocalCommand
+from airflow_smx.training import SAGEMAKER_DEFAULT_RUNTIME
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 KILL_GRACE_SECONDS = 10
+
+
+def child_environment(
+    base: Path, config: dict[str, Any], channels: dict[str, Path], command: LocalCommand
+) -> dict[str, str]:
+    """The command's environment, built from nothing: a few harmless worker variables, the
+    SageMaker training variables, and what the deployment gives this command."""
+    inherited = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+    (base / "tmp").mkdir(exist_ok=True)
+    home = {"HOME": str(base), "TMPDIR": str(base / "tmp")}
+    return {**inherited, **home, **local.environment(base, config, channels), **command.env}
 
 
 def record_uri(config: dict[str, Any]) -> str:
@@ -43,24 +57,26 @@ class LocalFoldTrainingOperator(BaseOperator):
     aggregation does not care which backend ran. A retry re-uses a completed fold's record;
     killing the task ends the command's whole process group.
 
+    The command is named, not given: it is looked up in the deployment's ``[smx] local_commands``
+    when the task runs, so nothing a conf carries can become a command line. It gets a minimal
+    environment (``INHERITED_ENV``, the SageMaker variables, the deployment's ``env`` for it), not
+    the worker's: no Airflow configuration, connections or AWS credentials. No field is a template.
+
     :param config: the fold's CreateTrainingJob request
-    :param command: the training command, run in its own process group
+    :param command: the name of a command in ``[smx] local_commands``, run in its own process group
     :param fold: the fold's index, for logs and the UI label
-    :param env: extra environment variables for the command
-    :param workdir: where the command runs (default: the worker's current folder)
     :param aws_conn_id: connection for s3:// channels and outputs
     """
 
     ui_color = "#e8f4ea"
+    template_fields: Sequence[str] = ()
 
     def __init__(
         self,
         *,
         config: dict[str, Any],
-        command: list[str],
+        command: str,
         fold: int = 0,
-        env: dict[str, str] | None = None,
-        workdir: str | None = None,
         aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ):
@@ -68,8 +84,6 @@ class LocalFoldTrainingOperator(BaseOperator):
         self.config = config
         self.command = command
         self.fold = fold
-        self.env = env or {}
-        self.workdir = workdir
         self.aws_conn_id = aws_conn_id
         self._process: subprocess.Popen | None = None
 
@@ -107,13 +121,17 @@ class LocalFoldTrainingOperator(BaseOperator):
         return storage_options_for(self.aws_conn_id, record_uri(self.config), *channels)
 
     def _train(self, options: dict[str, Any]) -> dict[str, Any]:
+        try:
+            command = settings.policy().local_command(self.command)
+        except ValueError as error:
+            raise AirflowFailException(f"Fold {self.fold}: {error}") from None
         definitions = self.config.get("AlgorithmSpecification", {}).get("MetricDefinitions", [])
         with tempfile.TemporaryDirectory(prefix=f"smx-{self.job_name}-") as folder:
             base = Path(folder)
             channels = local.lay_out(base, self.config, options)
-            env = {**os.environ, **local.environment(base, self.config, channels), **self.env}
             started = datetime.now(UTC)
-            returncode, matched, tail = self._run(env, definitions)
+            env = child_environment(base, self.config, channels, command)
+            returncode, matched, tail = self._run(command, base, env, definitions)
             ended = datetime.now(UTC)
             reason = local.failure_reason(base, returncode, list(tail))
             artifacts = None
@@ -126,12 +144,14 @@ class LocalFoldTrainingOperator(BaseOperator):
                 storage.upload(archive, artifacts, options)
         return self._record(started, ended, reason, local.final_metrics(matched, definitions, ended), artifacts)
 
-    def _run(self, env: dict[str, str], definitions: list[dict[str, str]]) -> tuple[int, list[str], deque]:
+    def _run(
+        self, command: LocalCommand, base: Path, env: dict[str, str], definitions: list[dict[str, str]]
+    ) -> tuple[int, list[str], deque]:
         """Run the command, streaming its output; keep the lines metrics match and the last few."""
-        self.log.info("Fold %d: running %s", self.fold, " ".join(self.command))
+        self.log.info("Fold %d: running %s (%s)", self.fold, self.command, " ".join(command.argv))
         process = subprocess.Popen(
-            self.command,
-            cwd=self.workdir,
+            command.argv,
+            cwd=command.workdir or base,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -140,10 +160,9 @@ class LocalFoldTrainingOperator(BaseOperator):
             start_new_session=True,  # its own process group: on_kill ends the command and its children
         )
         self._process = process
-        limit = self.config.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
-        timer = threading.Timer(limit, self.on_kill) if limit else None
-        if timer:
-            timer.start()
+        limit = self.config.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", SAGEMAKER_DEFAULT_RUNTIME)
+        timer = threading.Timer(limit, self.on_kill)
+        timer.start()
         matched: list[str] = []
         tail: deque = deque(maxlen=20)
         patterns = [re.compile(d["Regex"]) for d in definitions]
@@ -156,8 +175,7 @@ class LocalFoldTrainingOperator(BaseOperator):
                     matched.append(line)
             return process.wait(), matched, tail
         finally:
-            if timer:
-                timer.cancel()
+            timer.cancel()
 
     def _record(
         self,

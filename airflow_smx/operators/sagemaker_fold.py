@@ -13,7 +13,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from botocore.exceptions import ClientError
 
 from airflow_smx.hooks.training_jobs import describe, error_code, owner, stop
-from airflow_smx.training import RUN_TAG
+from airflow_smx.training import RUN_TAG, SAGEMAKER_DEFAULT_RUNTIME
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
 
 if TYPE_CHECKING:
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 RETRYABLE_CREATE_ERRORS = {"ThrottlingException", "ResourceLimitExceeded"}
 RUNNING = {"InProgress", "Stopping"}
 TRIGGER_FAIL = "__fail__"
-DEFAULT_MAX_RUNTIME = 86_400  # SageMaker's own default for MaxRuntimeInSeconds
 
 
 def clean_description(value: Any) -> Any:
@@ -39,7 +38,10 @@ def clean_description(value: Any) -> Any:
 class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
     """Train one cross-validation fold on SageMaker; re-attach to its job when retried.
 
-    Differences from the stock operator, each fixing a way it loses money or results:
+    Differences from the stock operator, each fixing a way it loses money, results or secrets:
+
+    - No field is a Jinja template: the config comes from whoever triggered the run, and
+      rendering it would hand them the deployment's connections and Variables.
 
     - The job name is fixed by the config (derived from the DAG run, not the clock). A retried
       task finds its job and re-attaches: InProgress keeps waiting, Completed returns its
@@ -61,7 +63,9 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
     :param deferrable: wait in the triggerer instead of a worker slot
     """
 
-    template_fields: Sequence[str] = SageMakerTrainingOperator.template_fields
+    # Nothing is rendered by Jinja: the config is the user's request (a conf is untrusted input),
+    # and "{{ conn.aws_default.password }}" in a hyperparameter must reach SageMaker as that text.
+    template_fields: Sequence[str] = ()
 
     def __init__(
         self,
@@ -97,7 +101,7 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
     def timeout_seconds(self) -> int:
         """How long the job may take: its StoppingCondition (spot: the wait time) plus the margin."""
         stopping = self.config.get("StoppingCondition", {})
-        limit = stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME)
+        limit = stopping.get("MaxRuntimeInSeconds", SAGEMAKER_DEFAULT_RUNTIME)
         if self.config.get("EnableManagedSpotTraining"):
             limit = stopping.get("MaxWaitTimeInSeconds", limit)
         return int(limit) + self.timeout_margin

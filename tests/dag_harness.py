@@ -1,0 +1,63 @@
+"""Running the smx_cross_validation DAG through dag.test() against moto: the harness of the DAG tests.
+
+A simulator thread plays SageMaker: each job stays InProgress for a moment (so fold tasks
+defer), then ends as the test decided, with per-fold metrics, billing or a FailureReason.
+The ``run_dag`` fixture (conftest.py) configures the deployment's ``[smx]`` options and runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+ROLE = "arn:aws:iam::123456789012:role/sagemaker"
+ACCURACY = [0.81, 0.84, 0.79, 0.86, 0.80]
+
+
+class Simulator(threading.Thread):
+    def __init__(self, sagemaker, outcomes):
+        super().__init__(daemon=True)
+        self.sagemaker, self.outcomes, self.seen, self.running = sagemaker, outcomes, {}, True
+
+    def run(self):
+        while self.running:
+            backend = getattr(self.sagemaker, "backend", None)
+            for name, job in list(backend.training_jobs.items()) if backend else []:
+                if job.training_job_status != "InProgress":
+                    continue
+                first = self.seen.setdefault(name, time.monotonic())
+                if time.monotonic() - first > 0.5:
+                    fold = int(name.rsplit("fold", 1)[1])
+                    self.sagemaker.finish(name, **self.outcomes(fold))
+            time.sleep(0.1)
+
+
+def conf(**overrides):
+    base = {
+        "name": "iris-xgboost",
+        "input": {"uri": "s3://bucket/data/train.jsonl", "label": "class"},
+        "output_uri": "s3://bucket/out",
+        "cv": {"strategy": "stratified", "n_splits": 5, "random_state": 7},
+        "backend": "sagemaker",
+        "training": {
+            "AlgorithmSpecification": {"TrainingImage": "xgboost:1", "TrainingInputMode": "File"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+            "HyperParameters": {"num_class": "${num_classes}", "rows": "${num_training_samples}"},
+        },
+        "metrics": {"objective": "validation:accuracy"},
+    }
+    return {**base, **overrides}
+
+
+def result_of(s3, prefix="out/"):
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bucket", Prefix=prefix).get("Contents", [])]
+    (key,) = [k for k in keys if k.endswith("results/cv_result.json")]
+    return json.loads(s3.get_object(Bucket="bucket", Key=key)["Body"].read()), keys
+
+
+def states(run):
+    return {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}

@@ -1,0 +1,207 @@
+"""The deployment's bounds on a request, each tested with the attack it stops (no Airflow needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_smx.form import form_fields, request_from_form
+from airflow_smx.policy import LocalCommand, Policy
+from airflow_smx.request import RequestError, in_user_terms, parse_request
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+ROLE = "arn:aws:iam::123456789012:role/smx-training"
+DEPLOYMENT = Policy(allowed_prefixes=("s3://bucket/cv",), role_arn=ROLE)
+
+
+def sagemaker_request(**training) -> dict:
+    return {
+        "name": "churn",
+        "input": {"uri": "s3://bucket/cv/data/train.csv"},
+        "output_uri": "s3://bucket/cv/runs",
+        "backend": "sagemaker",
+        "training": {
+            "AlgorithmSpecification": {"TrainingImage": "xgboost:1", "TrainingInputMode": "File"},
+            "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 10},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            **training,
+        },
+    }
+
+
+def problems(conf: dict, policy: Policy = DEPLOYMENT) -> list[str]:
+    return policy.problems(parse_request(conf, default_backend=policy.default_backend))
+
+
+def test_a_request_within_the_bounds_passes():
+    assert problems(sagemaker_request()) == []
+
+
+def test_every_s3_location_anywhere_in_the_request_is_held_to_the_prefixes():
+    conf = sagemaker_request(
+        OutputDataConfig={"S3OutputPath": "s3://attacker/models"},
+        CheckpointConfig={"S3Uri": "s3://other-bucket/checkpoints"},
+        TensorBoardOutputConfig={"S3OutputPath": "s3://bucket/cv-other/tb"},  # a sibling, not under the prefix
+        HyperParameters={"pretrained": "--weights=s3://other-bucket/w.tar.gz", "ok": "s3://bucket/cv/w.tar.gz"},
+    )
+    listed = "([smx] allowed_prefixes: s3://bucket/cv)"
+    assert problems(conf) == [
+        f"training.HyperParameters.pretrained: s3://other-bucket/w.tar.gz is outside the allowed prefixes {listed}",
+        f"training.OutputDataConfig.S3OutputPath: s3://attacker/models is outside the allowed prefixes {listed}",
+        f"training.CheckpointConfig.S3Uri: s3://other-bucket/checkpoints is outside the allowed prefixes {listed}",
+        f"training.TensorBoardOutputConfig.S3OutputPath: s3://bucket/cv-other/tb is outside the allowed prefixes {listed}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        ("s3://bucket/cv/../secrets/x", "must not contain . or .. path segments"),
+        ("s3://bucket/cv/%2e%2e/secrets/x", "must not contain . or .. path segments"),
+        ("S3://other-bucket/x", "uses a scheme other than s3:// or file://"),
+        ("s3a://other-bucket/x", "uses a scheme other than s3:// or file://"),
+        ("https://other-bucket.s3.us-east-1.amazonaws.com/x", "is an https URL of S3; give it as s3://bucket/key"),
+    ],
+)
+def test_a_uri_that_could_escape_its_prefix_is_refused(uri, why):
+    found = problems(sagemaker_request(CheckpointConfig={"S3Uri": uri}))
+    assert len(found) == 1 and found[0].startswith("training.CheckpointConfig.S3Uri: ") and why in found[0], found
+
+
+def test_a_local_path_cannot_climb_out_of_its_prefix(tmp_path):
+    allowed = tmp_path / "allowed"
+    policy = Policy(allowed_prefixes=(allowed.as_uri(),), local_commands={"train": LocalCommand(("true",))})
+    conf = {
+        "name": "x",
+        "input": {"uri": f"{allowed.as_uri()}/../../etc/passwd"},
+        "output_uri": f"{allowed.as_uri()}/out",
+    }
+    assert problems(conf, policy) == [
+        f"input.uri: {allowed.as_uri()}/../../etc/passwd must not contain . or .. path segments"
+    ]
+
+
+def test_a_request_may_pass_only_a_role_the_deployment_lists():
+    admin = "arn:aws:iam::123456789012:role/admin"
+    assert problems(sagemaker_request(RoleArn=admin)) == [
+        f"training.RoleArn: {admin} is not a role this deployment allows ([smx] role_arn, role_arns: {ROLE})"
+    ]
+    other = "arn:aws:iam::123456789012:role/team-b"
+    assert problems(sagemaker_request(RoleArn=other), Policy(**{**vars(DEPLOYMENT), "role_arns": (other,)})) == []
+    assert problems(sagemaker_request(), Policy(allowed_prefixes=DEPLOYMENT.allowed_prefixes)) == [
+        "training.RoleArn: required (or set the deployment's [smx] role_arn)"
+    ]
+
+
+def test_spend_is_bounded_by_type_count_runtime_and_the_worst_case():
+    big = {"InstanceType": "ml.p4d.24xlarge", "InstanceCount": 8, "VolumeSizeInGB": 10}
+    assert problems(sagemaker_request(ResourceConfig=big, StoppingCondition={"MaxRuntimeInSeconds": 172800})) == [
+        "training.ResourceConfig.InstanceType: ml.p4d.24xlarge is not allowed ([smx] instance_types: "
+        "ml.m5.large, ml.m5.xlarge, ml.m5.2xlarge, ml.m5.4xlarge, ml.c5.xlarge, ml.c5.2xlarge, ml.c5.4xlarge)",
+        "training.ResourceConfig.InstanceCount: 8 is above [smx] max_instance_count 4",
+        "training.StoppingCondition.MaxRuntimeInSeconds: 172800 is above [smx] max_runtime_seconds 86400",
+    ]
+    generous = Policy(**{**vars(DEPLOYMENT), "instance_types": ("ml.p4d.*",), "max_instance_hours": 200})
+    conf = sagemaker_request(ResourceConfig={**big, "InstanceCount": 4}, StoppingCondition={})
+    conf["cv"] = {"n_splits": 10}
+    assert problems(conf, generous) == [
+        "training: worst case 10 folds x 4 x ml.p4d.24xlarge x 24 h = 960 instance-hours, "
+        "above [smx] max_instance_hours 200"
+    ]
+    strict = Policy(**{**vars(DEPLOYMENT), "max_runtime_seconds": 7200})
+    assert problems(sagemaker_request(StoppingCondition={}), strict) == [
+        "training.StoppingCondition.MaxRuntimeInSeconds: not set, so SageMaker's default 86400 is above "
+        "[smx] max_runtime_seconds 7200"
+    ]
+
+
+def test_a_warm_pool_counts_in_the_worst_case():
+    warm = {"InstanceType": "ml.m5.xlarge", "InstanceCount": 4, "KeepAlivePeriodInSeconds": 3600}
+    conf = sagemaker_request(ResourceConfig=warm, StoppingCondition={"MaxRuntimeInSeconds": 18000})
+    assert problems(conf) == [
+        "training: worst case 5 folds x 4 x ml.m5.xlarge x 6 h = 120 instance-hours, above [smx] max_instance_hours 100"
+    ]
+
+
+def test_the_local_backend_is_the_deployments_choice():
+    local = {"name": "x", "input": {"uri": "s3://bucket/cv/in.csv"}, "output_uri": "s3://bucket/cv/out"}
+    assert problems({**local, "backend": "local", "local": {"command": "train"}}) == [
+        "backend: local is not enabled on this deployment ([smx] local_commands is empty); use sagemaker"
+    ]
+    with pytest.raises(RequestError, match=r"local\.command: must be the name of a command the deployment lists"):
+        parse_request({**local, "backend": "local", "local": {"command": ["sh", "-c", "touch /tmp/pwned"]}})
+    with pytest.raises(RequestError, match=r"local.env: unknown field[\s\S]*local.workdir: unknown field"):
+        parse_request({**local, "local": {"command": "train", "env": {"LD_PRELOAD": "x.so"}, "workdir": "/"}})
+
+    deployment = Policy(allowed_prefixes=("s3://bucket/cv",), local_commands={"train": LocalCommand(("true",))})
+    assert parse_request(local, default_backend=deployment.default_backend).backend == "local"
+    assert problems(local, deployment) == []  # the one listed command
+    assert problems({**local, "local": {"command": "sh"}}, deployment) == [
+        "local.command: 'sh' is not one of the deployment's commands ([smx] local_commands: train)"
+    ]
+    # PYTHONWARNINGS=...antigravity with BROWSER set runs a shell command in any Python child
+    injected = {**local, "training": {"Environment": {"PYTHONWARNINGS": "all::antigravity.x", "BROWSER": "sh -c id"}}}
+    assert problems(injected, deployment) == [
+        "training.Environment: not passed to local commands (environment variables can make a process run "
+        "other code); the deployment sets them in [smx] local_commands"
+    ]
+
+
+def test_jobs_cannot_claim_another_runs_ownership_tag():
+    with pytest.raises(RequestError, match=r"tags\.0\.Key: airflow_run_id is set on every job by airflow-smx"):
+        parse_request({**sagemaker_request(), "tags": [{"Key": "airflow_run_id", "Value": "someone-elses-run"}]})
+
+
+def test_smx_validator_input_hears_about_problems_in_its_own_field_names():
+    sample = json.loads((EXAMPLES / "smx_validator_sample.json").read_text())
+    del sample["job_config"]["input_path"]
+    with pytest.raises(RequestError) as caught:
+        parse_request(sample)
+    assert caught.value.problems == ["job_config.input_path: required"]
+
+    sample = json.loads((EXAMPLES / "smx_validator_sample.json").read_text())
+    sample["job_config"]["output_prefix"] = "s3://elsewhere/out"
+    request = parse_request(sample)
+    deployment = Policy(allowed_prefixes=("s3://bucket",), role_arn=ROLE, instance_types=("ml.p3.*",))
+    assert in_user_terms(deployment.problems(request), sample) == [
+        "job_config.output_prefix: s3://elsewhere/out is outside the allowed prefixes ([smx] allowed_prefixes: s3://bucket)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "deployment",
+    [
+        pytest.param(Policy(allowed_prefixes=("s3://team-bucket/cv/",), role_arn=ROLE), id="sagemaker"),
+        pytest.param(
+            Policy(
+                allowed_prefixes=("s3://b/x", "s3://b/y"), role_arn=ROLE, instance_types=("ml.g5.*", "ml.c6i.large")
+            ),
+            id="sagemaker-patterns",
+        ),
+        pytest.param(
+            Policy(allowed_prefixes=("file:///srv/cv",), local_commands={"sklearn": LocalCommand(("python3", "t.py"))}),
+            id="local",
+        ),
+    ],
+)
+def test_the_forms_defaults_run_on_every_deployment(deployment):
+    fields = form_fields(None, deployment)
+    defaults = request_from_form({name: field["default"] for name, field in fields.items()})
+    request = parse_request(defaults, default_backend=deployment.default_backend)
+    assert deployment.problems(request) == [] and request.backend == deployment.default_backend
+    assert fields["backend"]["description"].endswith(f"This deployment runs: {', '.join(deployment.backends)}.")
+
+
+def test_a_fresh_install_refuses_until_the_deployer_sets_prefixes_and_a_role():
+    fields = form_fields(None, Policy())
+    assert fields["backend"]["default"] == "sagemaker"
+    request = parse_request(request_from_form({name: field["default"] for name, field in fields.items()}))
+    assert [p.split(":")[0] for p in Policy().problems(request)] == ["input.uri", "output_uri", "training.RoleArn"]
+
+
+@pytest.mark.parametrize("prefix", ["s3://", "s3:///", "file://relative/x", "s3://bucket/../x", "gs://bucket"])
+def test_a_deployment_prefix_that_would_allow_everything_is_refused(prefix):
+    with pytest.raises(ValueError, match="allowed_prefixes"):
+        Policy(allowed_prefixes=(prefix,))
