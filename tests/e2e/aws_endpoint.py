@@ -47,6 +47,7 @@ def describe(job: Any) -> dict[str, Any]:
         "status": job.training_job_status,
         "instances": job.resource_config["InstanceCount"],
         "tags": {tag["Key"]: tag["Value"] for tag in job.tags},
+        "hyperparameters": job.hyper_parameters,
     }
 
 

@@ -176,6 +176,8 @@ def aws_endpoint(root: Path) -> Iterator[AwsEndpoint]:
 
 ARTIFACTS = REPO / "build" / "e2e" / "artifacts"
 DATA_KEY = "data/train.csv"
+# A Variable of the deployment, and a conf that asks for it as a template: it must reach SageMaker as text
+SECRET_TEMPLATE = "{{ var.value.smx_e2e_secret }}"
 
 
 def sagemaker_request(name: str, n_splits: int = 5, instances: int = 1, seconds: float = 4) -> dict[str, Any]:
@@ -191,7 +193,7 @@ def sagemaker_request(name: str, n_splits: int = 5, instances: int = 1, seconds:
                 "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
                 "TrainingInputMode": "File",
             },
-            "HyperParameters": {"num_round": "50", "e2e_seconds": str(seconds)},
+            "HyperParameters": {"num_round": "50", "e2e_seconds": str(seconds), "note": SECRET_TEMPLATE},
             "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": instances, "VolumeSizeInGB": 10},
             "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
         },
@@ -407,6 +409,7 @@ def airflow_environment(home: Path, database: str, aws: str, request_file: Path)
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
+        "AIRFLOW_VAR_SMX_E2E_SECRET": secrets.token_hex(8),
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",

@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.deployment import ARTIFACTS, BUCKET, DAG_ID, POOL_SLOTS, Deployment, sagemaker_request, wait_for
+from tests.e2e.deployment import (
+    ARTIFACTS,
+    BUCKET,
+    DAG_ID,
+    POOL_SLOTS,
+    SECRET_TEMPLATE,
+    Deployment,
+    sagemaker_request,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -85,6 +94,8 @@ def test_a_run_succeeds_within_the_pool(deployment: Deployment, n_splits: int, i
     jobs = deployment.aws.jobs(run_id)
     assert len(jobs) == n_splits
     assert {job["status"] for job in jobs.values()} == {"Completed"}
+    # the conf's "{{ var.value.smx_e2e_secret }}" is data: never rendered by the worker
+    assert {job["hyperparameters"]["note"] for job in jobs.values()} == {SECRET_TEMPLATE}
     peak = deployment.aws.peak(run_id)
     assert peak["instances"] <= POOL_SLOTS
     assert peak["jobs"] == most_jobs  # the pool, not something else, set the pace
