@@ -2,6 +2,6 @@
 
 import sys
 
-from airflow_smx.cli import main
+from airflow_smx.cli.main import main
 
 sys.exit(main())

@@ -17,5 +17,5 @@ def get_provider_info() -> dict[str, Any]:
         "streaming fold splits equal to scikit-learn's, one training job per fold, aggregated scores.",
         "versions": [__version__],
         "config": provider_config(),
-        "cli": ["airflow_smx.commands.get_cli_commands"],
+        "cli": ["airflow_smx.cli.provider.get_cli_commands"],
     }

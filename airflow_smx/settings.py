@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from airflow_smx.policy import MAX_SLOTS, LocalCommand, Policy
+from airflow_smx.core.policy import LocalCommand, Policy
 
 SECTION = "smx"
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -33,8 +33,12 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "default": json.dumps(list(Policy.instance_types)),
     },
     "max_instance_count": {
-        "description": f"Most ml instances one training job may use (ResourceConfig.InstanceCount), 1 to {MAX_SLOTS}.",
+        "description": "Most ml instances one training job may use (ResourceConfig.InstanceCount).",
         "default": str(Policy.max_instance_count),
+    },
+    "max_volume_gb": {
+        "description": "Largest VolumeSizeInGB of a training instance (or Debugger/Profiler rule instance).",
+        "default": str(Policy.max_volume_gb),
     },
     "max_runtime_seconds": {
         "description": "Longest StoppingCondition.MaxRuntimeInSeconds a request may set (a request that sets "
@@ -65,6 +69,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "description": "Size of the pool that `airflow smx setup-pool` creates: ml instances training at once.",
         "default": "4",
     },
+    "slot_sizes": {
+        "description": "JSON list of the pool slots a fold task takes: one fold task per size, and a job of n "
+        "instances runs in the smallest that holds n. The default [1] suits single-instance jobs and gives "
+        "the plainest graph; [1, 2, 4] also runs jobs of up to 4 instances (their tasks sit in a collapsed "
+        "group, skipped by runs that do not need them).",
+        "default": "[1]",
+    },
     "schedule": {
         "description": "Schedule of smx_cross_validation (cron or preset, e.g. @weekly); empty: manual only.",
         "default": "",
@@ -93,10 +104,18 @@ def policy() -> Policy:
         role_arns=tuple(_string_list("role_arns")),
         instance_types=tuple(_string_list("instance_types")),
         max_instance_count=int(get("max_instance_count")),
+        max_volume_gb=int(get("max_volume_gb")),
         max_runtime_seconds=int(get("max_runtime_seconds")),
         max_instance_hours=float(get("max_instance_hours")),
         local_commands=_local_commands(),
     )
+
+
+def slot_sizes() -> list[int]:
+    sizes = _json("slot_sizes")
+    if not (isinstance(sizes, list) and sizes and all(isinstance(s, int) and s >= 1 for s in sizes)):
+        raise ValueError(f"[{SECTION}] slot_sizes must be a JSON list of integers >= 1, got {sizes!r}")
+    return sizes
 
 
 def _json(option: str) -> Any:

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 if "--run" in sys.argv and "ours" in sys.argv:  # imported before the work is timed, as in a worker
-    from airflow_smx.folds import split_dataset
-    from airflow_smx.request import CVSpec, InputSpec
+    from airflow_smx.core.folds import split_dataset
+    from airflow_smx.core.request import CVSpec, InputSpec
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"

@@ -9,8 +9,8 @@ is updated. Both publish the Asset ``smx_cross_validation_result``.
 from airflow.sdk import Asset
 
 from airflow_smx import settings
-from airflow_smx.pipeline import cross_validation_dag
-from airflow_smx.request import parse_request
+from airflow_smx.core.request import parse_request
+from airflow_smx.dag.graph import cross_validation_dag
 
 stored = settings.stored_request()
 

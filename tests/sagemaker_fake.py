@@ -26,6 +26,7 @@ class FakeSageMaker:
     def __init__(self, monkeypatch: Any):
         self.creates: list[dict[str, Any]] = []
         self.stops: list[str] = []
+        self.describes: dict[str, int] = {}  # DescribeTrainingJob calls per job: a test waits on them
         self.refuse_creates = 0
         self.lock = threading.Lock()
         original_create = models.SageMakerModelBackend.create_training_job
@@ -60,6 +61,13 @@ class FakeSageMaker:
             self.sagemaker_backend.stop_training_job(self._get_param("TrainingJobName"))
             return responses.ActionResult({})
 
+        original_describe_job = models.SageMakerModelBackend.describe_training_job
+
+        def describe_training_job(backend, training_job_name):
+            with fake.lock:
+                fake.describes[training_job_name] = fake.describes.get(training_job_name, 0) + 1
+            return original_describe_job(backend, training_job_name)
+
         original_describe_experiment = models.SageMakerModelBackend.describe_experiment
 
         def describe_experiment(backend, experiment_name):
@@ -68,6 +76,7 @@ class FakeSageMaker:
             return original_describe_experiment(backend, experiment_name)
 
         monkeypatch.setattr(models.SageMakerModelBackend, "describe_experiment", describe_experiment)
+        monkeypatch.setattr(models.SageMakerModelBackend, "describe_training_job", describe_training_job)
         monkeypatch.setattr(models.SageMakerModelBackend, "create_training_job", create_training_job)
         monkeypatch.setattr(models.SageMakerModelBackend, "stop_training_job", stop_training_job, raising=False)
         monkeypatch.setattr(responses.SageMakerResponse, "stop_training_job", stop_response, raising=False)

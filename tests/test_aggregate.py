@@ -8,8 +8,8 @@ import statistics
 import pytest
 from scipy import stats
 
-from airflow_smx.aggregate import FoldOutcome, cv_result, report, summarize
-from airflow_smx.request import parse_request
+from airflow_smx.core.request import parse_request
+from airflow_smx.core.results import FoldOutcome, cv_result, report, summarize
 
 ACCURACY = [0.81, 0.84, 0.79, 0.86, 0.80]
 

@@ -37,6 +37,12 @@ def test_five_folds_train_and_aggregate(run_dag, sagemaker, s3):
     ]
     hyperparameters = [c["hyper_parameters"] for c in sagemaker.creates]
     assert {h["num_class"] for h in hyperparameters} == {"3"} and {h["rows"] for h in hyperparameters} == {"160"}
+    # the plain graph: every task ran, none was skipped
+    assert states(run) == {
+        **{(task, -1): "success" for task in ("check_request", "split_dataset", "aggregate_results")},
+        ("stop_unfinished_jobs", -1): "success",
+        **{("train_fold", fold): "success" for fold in range(5)},
+    }
     mapped = [ti for ti in run.get_task_instances() if ti.map_index >= 0]
     assert {(ti.task_id, ti.pool_slots) for ti in mapped} == {("train_fold", 1)}
     assert sorted(ti.rendered_map_index for ti in mapped) == [f"fold {i}" for i in range(5)]
@@ -75,13 +81,22 @@ def test_min_successful_folds_lets_the_run_pass(run_dag, sagemaker, s3):
     assert run.state == "success", states(run)
 
 
-def test_multi_instance_jobs_take_as_many_pool_slots(run_dag, sagemaker, s3):
+def test_multi_instance_jobs_take_as_many_pool_slots(run_dag, sagemaker, s3, monkeypatch, capfd):
     request = conf(cv={"n_splits": 3})
     request["training"]["ResourceConfig"]["InstanceCount"] = 2
+    run = run_dag(request)  # the default fold task takes 1 slot: a 2-instance job would escape the pool
+    assert run.state == "failed" and sagemaker.creates == []
+    assert "InstanceCount: 2 is above the 1 pool slots this DAG's fold tasks take ([smx] slot_sizes)" in (
+        capfd.readouterr().out
+    )
+
+    monkeypatch.setenv("AIRFLOW__SMX__SLOT_SIZES", "[1, 2, 4]")
     run = run_dag(request)
     assert run.state == "success", states(run)
     ran = {(ti.task_id, ti.pool_slots) for ti in run.get_task_instances() if ti.map_index >= 0}
     assert ran == {("train_fold_x2", 2)}
+    skipped = sorted(task for task, state in states(run).items() if state == "skipped")
+    assert [task for task, _ in skipped] == ["train_fold", "train_fold_x4"]  # in the collapsed group fold_tasks
 
 
 def test_smx_validator_input_runs_as_is(run_dag, sagemaker, s3):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_smx.policy import Policy
+from airflow_smx.core.policy import Policy
 
 ROOT = Path(__file__).parent.parent
 
@@ -28,8 +28,8 @@ def test_mwaa_bundle_builds_with_one_command(tmp_path):
     with zipfile.ZipFile(tmp_path / wheel) as package:
         names = package.namelist()
         entry_points = package.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "airflow_smx/pipeline.py" in names and "airflow_smx/folds/split.py" in names
-    assert "[apache_airflow_provider]" in entry_points and "airflow-smx = airflow_smx.cli:main" in entry_points
+    assert "airflow_smx/dag/graph.py" in names and "airflow_smx/core/folds/split.py" in names
+    assert "[apache_airflow_provider]" in entry_points and "airflow-smx = airflow_smx.cli.main:main" in entry_points
     requirements = (tmp_path / "mwaa" / "requirements.txt").read_text().splitlines()
     version = wheel.split("-")[1]
     assert requirements[1:] == [

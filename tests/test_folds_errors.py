@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_smx.folds import SplitError, split_dataset
-from airflow_smx.request import CVSpec, InputSpec
+from airflow_smx.core.folds import SplitError, split_dataset
+from airflow_smx.core.request import CVSpec, InputSpec
 
 
 def split_text(tmp_path: Path, text: bytes, name: str = "in.jsonl", cv: CVSpec | None = None, **spec) -> Path:
@@ -79,7 +79,7 @@ def test_missing_and_corrupt_input(tmp_path):
 
 
 def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
-    from airflow_smx import storage
+    from airflow_smx.core import storage
 
     calls = []
 
@@ -98,7 +98,7 @@ def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_input_changed_between_passes_is_refused(tmp_path, monkeypatch, workers):
-    from airflow_smx.folds import split as split_module
+    from airflow_smx.core.folds import split as split_module
 
     path = tmp_path / "in.jsonl"
     path.write_bytes(jsonl(50))

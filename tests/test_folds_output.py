@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_smx.folds import FoldPlan, SplitError, split_dataset
-from airflow_smx.request import CVSpec, InputSpec
+from airflow_smx.core.folds import FoldPlan, SplitError, split_dataset
+from airflow_smx.core.request import CVSpec, InputSpec
 from tests.conftest import make_records, write_jsonl
 
 PLAN_KEYS = {"strategy", "n_splits", "n_repeats", "random_state", "n_records", "input", "holdout", "folds"}
@@ -203,7 +203,7 @@ def test_split_on_s3(s3, tmp_path):
 
 
 def test_records_across_read_blocks(tmp_path, monkeypatch):
-    from airflow_smx.folds import records as records_module
+    from airflow_smx.core.folds import records as records_module
 
     monkeypatch.setattr(records_module, "CHUNK", 7)  # lines longer than a block, blocks ending mid-line
     raw = b'{"class": "a", "pad": "xxxxxxxxxxxxxxxx"}\n\n{"class":"b"}\r\n \n' * 20 + b'{"class": "a"}'

@@ -18,8 +18,8 @@ from sklearn.model_selection import (
     train_test_split,
 )
 
-from airflow_smx.folds import split_dataset
-from airflow_smx.request import CVSpec, InputSpec
+from airflow_smx.core.folds import split_dataset
+from airflow_smx.core.request import CVSpec, InputSpec
 from tests.conftest import make_records, write_jsonl
 
 

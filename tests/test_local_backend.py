@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_smx.folds import split_dataset
-from airflow_smx.operators.local_fold import LocalFoldTrainingOperator, record_uri
-from airflow_smx.request import parse_request
-from airflow_smx.training import fold_training_config
+from airflow_smx.core.container import record_uri
+from airflow_smx.core.folds import split_dataset
+from airflow_smx.core.job_requests import fold_training_config
+from airflow_smx.core.request import parse_request
+from airflow_smx.operators.local_fold import LocalFoldTrainingOperator
 
 ROOT = Path(__file__).parent.parent
 WHEN = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
@@ -153,15 +154,22 @@ def test_killing_a_local_fold_ends_its_process_group(tmp_path, deploy):
 
     thread = threading.Thread(target=run)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    assert wait_until(pid_file.exists), "the training script never started its child"
     child = int(pid_file.read_text())
     task.on_kill()
     thread.join(30)
     assert not thread.is_alive() and "exit code -15" in outcome["error"]
-    time.sleep(0.5)
-    assert not alive(child)  # the script's own child ended too
+    assert wait_until(lambda: not alive(child)), "the script's own child outlived the kill"
+
+
+def wait_until(condition, timeout: float = 60) -> bool:
+    """Wait for an event; the timeout only bounds a test that would otherwise hang."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def alive(pid: int) -> bool:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from airflow_smx.naming import VALID_NAME, cv_run_id, training_job_name, trial_name
+from airflow_smx.core.naming import VALID_NAME, cv_run_id, training_job_name, trial_name
 
 WHEN = datetime(2026, 11, 29, 16, 59, 41, tzinfo=UTC)
 
@@ -43,3 +43,14 @@ def test_different_runs_and_folds_never_share_a_name():
     later = datetime(2026, 11, 29, 16, 59, 42, tzinfo=UTC)
     names = {training_job_name("n" * 80, when, fold) for when in (WHEN, later) for fold in range(20)}
     assert len(names) == 40
+
+
+def test_two_runs_never_share_names_even_with_one_timestamp_and_cleaned_name():
+    from airflow_smx.core.naming import run_key
+
+    keys = {run_key("smx_cross_validation", "manual__a"), run_key("smx_cross_validation", "manual__b")}
+    keys.add(run_key("other_dag", "manual__a"))
+    assert len(keys) == 3
+    names = {training_job_name(n, WHEN, 0, k) for n in ("churn xgboost", "churn_xgboost") for k in keys}
+    assert len(names) == 3  # the names clean to one; the run keys keep the jobs apart
+    assert {cv_run_id("churn", WHEN, k) for k in keys} == {f"churn-20261129-165941-{k}" for k in keys}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_smx.form import form_fields, request_from_form
-from airflow_smx.policy import LocalCommand, Policy
-from airflow_smx.request import RequestError, in_user_terms, parse_request
+from airflow_smx.core.form import form_fields, request_from_form
+from airflow_smx.core.policy import LocalCommand, Policy
+from airflow_smx.core.request import RequestError, in_user_terms, parse_request
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 ROLE = "arn:aws:iam::123456789012:role/smx-training"
@@ -62,7 +62,11 @@ def test_every_s3_location_anywhere_in_the_request_is_held_to_the_prefixes():
         ("s3://bucket/cv/%2e%2e/secrets/x", "must not contain . or .. path segments"),
         ("S3://other-bucket/x", "uses a scheme other than s3:// or file://"),
         ("s3a://other-bucket/x", "uses a scheme other than s3:// or file://"),
-        ("https://other-bucket.s3.us-east-1.amazonaws.com/x", "is an https URL of S3; give it as s3://bucket/key"),
+        ("https://other-bucket.s3.us-east-1.amazonaws.com/x", "uses a scheme other than s3:// or file://"),
+        ("https://s3.amazonaws.com/evil/x", "uses a scheme other than s3:// or file://"),
+        ("s3://bucket/cv,other/x", "is outside the allowed prefixes"),  # a comma does not end a URI
+        ("s3://bucket/cv/a,/../../x", "must not contain . or .. path segments"),
+        ("/tmp/pwned", "must be an s3:// URI"),
     ],
 )
 def test_a_uri_that_could_escape_its_prefix_is_refused(uri, why):
@@ -114,6 +118,22 @@ def test_spend_is_bounded_by_type_count_runtime_and_the_worst_case():
     assert problems(sagemaker_request(StoppingCondition={}), strict) == [
         "training.StoppingCondition.MaxRuntimeInSeconds: not set, so SageMaker's default 86400 is above "
         "[smx] max_runtime_seconds 7200"
+    ]
+
+
+def test_rule_evaluator_instances_and_volumes_are_bounded_too():
+    rule = {
+        "RuleConfigurationName": "r",
+        "RuleEvaluatorImage": "x",
+        "InstanceType": "ml.p5.48xlarge",
+        "VolumeSizeInGB": 16384,
+    }
+    resources = {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 16384}
+    assert sorted(problems(sagemaker_request(ResourceConfig=resources, ProfilerRuleConfigurations=[rule]))) == [
+        "training.ProfilerRuleConfigurations.0.InstanceType: ml.p5.48xlarge is not allowed ([smx] instance_types: "
+        "ml.m5.large, ml.m5.xlarge, ml.m5.2xlarge, ml.m5.4xlarge, ml.c5.xlarge, ml.c5.2xlarge, ml.c5.4xlarge)",
+        "training.ProfilerRuleConfigurations.0.VolumeSizeInGB: 16384 is above [smx] max_volume_gb 100",
+        "training.ResourceConfig.VolumeSizeInGB: 16384 is above [smx] max_volume_gb 100",
     ]
 
 

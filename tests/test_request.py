@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_smx.request import CVRequest, RequestError, parse_request, request_json_schema
+from airflow_smx.core.request import CVRequest, RequestError, parse_request, request_json_schema
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -167,7 +167,7 @@ def test_json_schema_documents_every_field():
 
 
 def test_every_form_field_has_a_title_a_description_and_a_valid_default():
-    from airflow_smx.form import form_fields, request_from_form
+    from airflow_smx.core.form import form_fields, request_from_form
 
     fields = form_fields()
     assert {"name", "input_uri", "output_uri", "cv_n_splits", "training", "channels"} <= set(fields)
@@ -178,7 +178,7 @@ def test_every_form_field_has_a_title_a_description_and_a_valid_default():
 
 
 def test_the_form_can_start_from_a_stored_request_and_gives_it_back():
-    from airflow_smx.form import form_fields, request_from_form
+    from airflow_smx.core.form import form_fields, request_from_form
 
     sample = json.loads((EXAMPLES / "smx_validator_sample.json").read_text())
     stored = parse_request(sample)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from airflow.sdk.bases.operator import TriggerFailureReason
 from airflow.sdk.exceptions import TaskDeferralTimeout, TaskDeferred
 
@@ -49,7 +50,7 @@ def fold_config(s3, name: str = "crossvalidator-demo-20261129-165941-fold0", run
 
 def operator(config: dict, **kwargs) -> SageMakerFoldTrainingOperator:
     return SageMakerFoldTrainingOperator(
-        task_id="train_fold", config=config, aws_conn_id=None, check_interval=1, create_retry_delay=0, **kwargs
+        task_id="train_fold", config=config, aws_conn_id=None, check_interval=1, **kwargs
     )
 
 
@@ -135,19 +136,44 @@ def test_killing_the_deferred_task_stops_the_job_from_the_triggerer(s3, sagemake
     assert sagemaker.stops == [config["TrainingJobName"]]
 
 
-def test_instance_limits_back_off_and_retry(s3, sagemaker):
+def test_instance_limits_fail_the_try_for_airflow_to_retry_with_backoff(s3, sagemaker):
     sagemaker.refuse_creates = 2
+    for _ in range(2):  # each try gives its worker back at once; Airflow's retry (with backoff) tries again
+        with pytest.raises(AirflowException, match="ResourceLimitExceeded") as failed:
+            operator(fold_config(s3)).execute({})
+        assert not isinstance(failed.value, AirflowFailException)  # retryable
     with pytest.raises(TaskDeferred):
         operator(fold_config(s3)).execute({})
     assert len(sagemaker.creates) == 3
-    sagemaker.refuse_creates = 5
-    with pytest.raises(Exception, match="ResourceLimitExceeded"):
-        operator(fold_config(s3, name="crossvalidator-demo-20261129-165941-fold1"), create_attempts=3).execute({})
 
 
 def test_waits_in_the_worker_when_not_deferrable(s3, sagemaker):
     config = fold_config(s3)
-    timer = threading.Timer(1.5, lambda: sagemaker.finish(config["TrainingJobName"], metrics={"acc": 0.5}))
-    timer.start()
+    name = config["TrainingJobName"]
+
+    def finish_once_polled():  # the event: the operator polls its running job from the worker
+        while sagemaker.describes.get(name, 0) < 3:
+            time.sleep(0.05)
+        sagemaker.finish(name, metrics={"acc": 0.5})
+
+    threading.Thread(target=finish_once_polled, daemon=True).start()
     result = operator(config, deferrable=False).execute({})
     assert result["TrainingJobStatus"] == "Completed" and result["FinalMetricDataList"][0]["Value"] == 0.5
+
+
+def test_a_completed_fold_gives_openlineage_its_datasets(s3, sagemaker):
+    """The OpenLineage provider asks the operator for its facets once the task succeeded."""
+    from airflow.providers.openlineage.extractors.manager import ExtractorManager
+
+    config = fold_config(s3)
+    task = operator(config)
+    with pytest.raises(TaskDeferred):
+        task.execute({})
+    sagemaker.finish(config["TrainingJobName"], metrics={"acc": 0.5})
+    task.execute_complete({}, {"status": "success"})
+    lineage = ExtractorManager().get_extractor_class(task)(task).extract_on_complete(None)
+    assert [f"{d.namespace}/{d.name}" for d in lineage.inputs] == [
+        "s3://bucket/cv/folds/fold-00000/train.manifest",
+        "s3://bucket/cv/folds/part-00000.csv",
+    ]
+    assert [d.namespace for d in lineage.outputs] == ["s3://bucket"]

@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from airflow_smx.folds import split_dataset
-from airflow_smx.request import parse_request
-from airflow_smx.training import fold_training_config
+from airflow_smx.core.folds import split_dataset
+from airflow_smx.core.job_requests import fold_training_config
+from airflow_smx.core.request import parse_request
 from tests.conftest import make_records, write_jsonl
 
 WHEN = datetime(2026, 11, 29, 16, 59, 41, tzinfo=UTC)

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
-from airflow_smx import local, settings, storage
-from airflow_smx.hooks.storage import storage_options_for
-from airflow_smx.policy import INHERITED_ENV, LocalCommand
-from airflow_smx.training import SAGEMAKER_DEFAULT_RUNTIME
+from airflow_smx import settings
+from airflow_smx.core import container, storage
+from airflow_smx.core.container import record_uri
+from airflow_smx.core.job_requests import SAGEMAKER_DEFAULT_RUNTIME
+from airflow_smx.core.policy import INHERITED_ENV, LocalCommand
+from airflow_smx.hooks.s3fs_options import storage_options_for
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -35,14 +37,7 @@ def child_environment(
     inherited = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
     (base / "tmp").mkdir(exist_ok=True)
     home = {"HOME": str(base), "TMPDIR": str(base / "tmp")}
-    return {**inherited, **home, **local.environment(base, config, channels), **command.env}
-
-
-def record_uri(config: dict[str, Any]) -> str:
-    """Where a local fold's DescribeTrainingJob-shaped record is kept (next to its model)."""
-    return storage.join(
-        config["OutputDataConfig"]["S3OutputPath"], config["TrainingJobName"], "output", "describe.json"
-    )
+    return {**inherited, **home, **container.environment(base, config, channels), **command.env}
 
 
 class LocalFoldTrainingOperator(BaseOperator):
@@ -128,21 +123,21 @@ class LocalFoldTrainingOperator(BaseOperator):
         definitions = self.config.get("AlgorithmSpecification", {}).get("MetricDefinitions", [])
         with tempfile.TemporaryDirectory(prefix=f"smx-{self.job_name}-") as folder:
             base = Path(folder)
-            channels = local.lay_out(base, self.config, options)
+            channels = container.lay_out(base, self.config, options)
             started = datetime.now(UTC)
             env = child_environment(base, self.config, channels, command)
             returncode, matched, tail = self._run(command, base, env, definitions)
             ended = datetime.now(UTC)
-            reason = local.failure_reason(base, returncode, list(tail))
+            reason = container.failure_reason(base, returncode, list(tail))
             artifacts = None
             if reason is None:
                 archive = base / "model.tar.gz"
-                local.pack_model(base / "model", archive)
+                container.pack_model(base / "model", archive)
                 artifacts = storage.join(
                     self.config["OutputDataConfig"]["S3OutputPath"], self.job_name, "output", "model.tar.gz"
                 )
                 storage.upload(archive, artifacts, options)
-        return self._record(started, ended, reason, local.final_metrics(matched, definitions, ended), artifacts)
+        return self._record(started, ended, reason, container.final_metrics(matched, definitions, ended), artifacts)
 
     def _run(
         self, command: LocalCommand, base: Path, env: dict[str, str], definitions: list[dict[str, str]]

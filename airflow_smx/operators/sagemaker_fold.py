@@ -12,27 +12,17 @@ from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOp
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from botocore.exceptions import ClientError
 
-from airflow_smx.hooks.training_jobs import describe, error_code, owner, stop
-from airflow_smx.training import RUN_TAG, SAGEMAKER_DEFAULT_RUNTIME
+from airflow_smx.core.job_requests import RUN_TAG, SAGEMAKER_DEFAULT_RUNTIME
+from airflow_smx.core.results import clean_description
+from airflow_smx.hooks.sagemaker import CrossValidationSageMakerHook, error_code
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-RETRYABLE_CREATE_ERRORS = {"ThrottlingException", "ResourceLimitExceeded"}
+RETRYABLE_CREATE_ERRORS = {"ThrottlingException", "ResourceLimitExceeded"}  # the task's retry creates again
 RUNNING = {"InProgress", "Stopping"}
 TRIGGER_FAIL = "__fail__"
-
-
-def clean_description(value: Any) -> Any:
-    """DescribeTrainingJob as JSON: ISO timestamps, no ResponseMetadata."""
-    if isinstance(value, dict):
-        return {k: clean_description(v) for k, v in value.items() if k != "ResponseMetadata"}
-    if isinstance(value, list):
-        return [clean_description(v) for v in value]
-    if isinstance(value, datetime.datetime | datetime.date):
-        return value.isoformat()
-    return value
 
 
 class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
@@ -51,21 +41,22 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
       while deferred, and a deferral timeout stops it before failing.
     - Deferrable by default, with a timeout from the job's own StoppingCondition plus
       ``timeout_margin`` (the stock waiter gives up after about 30 minutes).
-    - ``Stopped`` is a failure. Throttling and ResourceLimitExceeded on create back off and retry.
-    - The result (XCom) is the JSON-clean DescribeTrainingJob.
+    - ``Stopped`` is a failure. Throttling and ResourceLimitExceeded on create fail the try
+      without holding the worker (give the task retries with exponential backoff: the DAG does);
+      a failed job fails the task for good (a retry would only re-attach to it).
+    - The result (XCom) is the JSON-clean DescribeTrainingJob, also kept for OpenLineage.
 
     :param config: the fold's CreateTrainingJob request (``TrainingJobName`` included)
     :param fold: the fold's index, for logs and the UI label
     :param check_interval: seconds between status checks (the default suits hours-long jobs)
     :param timeout_margin: seconds allowed beyond the StoppingCondition (queueing, provisioning, upload)
-    :param create_attempts: tries of CreateTrainingJob on throttling or instance limits
-    :param create_retry_delay: first back-off in seconds, doubled each try (at most 10 minutes)
     :param deferrable: wait in the triggerer instead of a worker slot
     """
 
     # Nothing is rendered by Jinja: the config is the user's request (a conf is untrusted input),
     # and "{{ conn.aws_default.password }}" in a hyperparameter must reach SageMaker as that text.
     template_fields: Sequence[str] = ()
+    aws_hook_class = CrossValidationSageMakerHook
 
     def __init__(
         self,
@@ -74,8 +65,6 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         fold: int = 0,
         check_interval: int = 60,
         timeout_margin: int = 3600,
-        create_attempts: int = 6,
-        create_retry_delay: int = 30,
         deferrable: bool = True,
         print_log: bool = False,
         **kwargs: Any,
@@ -90,8 +79,6 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         )
         self.fold = fold
         self.timeout_margin = timeout_margin
-        self.create_attempts = create_attempts
-        self.create_retry_delay = create_retry_delay
 
     @property
     def job_name(self) -> str:
@@ -109,12 +96,14 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         self.preprocess_config()
         description = self._describe()
-        if description is None:
-            self._create()
+        if description is None and self._create():
             description = self._describe()
             if description is None:
                 raise AirflowException(f"Training job {self.job_name} was created but cannot be described")
-        else:
+        else:  # it existed, or a racing create made it first: only this run's job is ours
+            description = description or self._describe()
+            if description is None:
+                raise AirflowException(f"Training job {self.job_name} exists but cannot be described")
             self._check_owner(description)
             self.log.info(
                 "Fold %d: re-attaching to training job %s (%s)",
@@ -144,31 +133,27 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         self._stop("the task was killed")
 
     def _describe(self) -> dict[str, Any] | None:
-        return describe(self.hook, self.job_name)
+        return self.hook.describe_training_job_or_none(self.job_name)
 
-    def _create(self) -> None:
-        for attempt in range(1, self.create_attempts + 1):
-            try:
-                self.log.info("Fold %d: creating training job %s", self.fold, self.job_name)
-                self.hook.create_training_job(self.config, wait_for_completion=False, print_log=False)
-                return
-            except ClientError as error:
-                code = error_code(error)
-                if code == "ResourceInUse":  # created meanwhile (a racing try): re-attach to it
-                    return
-                if code not in RETRYABLE_CREATE_ERRORS or attempt == self.create_attempts:
-                    raise
-                delay = min(self.create_retry_delay * 2 ** (attempt - 1), 600)
-                self.log.warning(
-                    "Fold %d: %s; retrying in %d s (%d/%d)", self.fold, code, delay, attempt, self.create_attempts
-                )
-                time.sleep(delay)
+    def _create(self) -> bool:
+        """Create the fold's job; False if a job of that name already exists (ResourceInUse)."""
+        self.log.info("Fold %d: creating training job %s", self.fold, self.job_name)
+        try:
+            self.hook.create_training_job(self.config, wait_for_completion=False, print_log=False)
+        except ClientError as error:
+            code = error_code(error)
+            if code == "ResourceInUse":
+                return False
+            if code in RETRYABLE_CREATE_ERRORS:  # fail this try only: its retry, after a backoff, creates
+                raise AirflowException(f"Fold {self.fold}: {code} creating {self.job_name}: {error}") from None
+            raise
+        return True
 
     def _check_owner(self, description: dict[str, Any]) -> None:
         ours = next((t["Value"] for t in self.config.get("Tags", []) if t["Key"] == RUN_TAG), None)
         if ours is None:
             return
-        theirs = owner(self.hook.conn, description["TrainingJobArn"])
+        theirs = self.hook.training_job_owner(description["TrainingJobArn"])
         if theirs != ours:
             raise AirflowFailException(
                 f"A training job named {self.job_name} already exists and belongs to Airflow run {theirs!r}, "
@@ -205,10 +190,11 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
             reason = description.get("FailureReason", "(no reason given)")
             raise AirflowFailException(f"Fold {self.fold}: training job {self.job_name} {status}: {reason}")
         self.log.info("Fold %d: training job %s completed", self.fold, self.job_name)
-        return clean_description(description)
+        self.serialized_training_data = clean_description(description)  # read by the OpenLineage facets
+        return self.serialized_training_data
 
     def _stop(self, why: str) -> None:
-        if stop(self.hook.conn, self.job_name):
+        if self.hook.stop_training_job(self.job_name):
             self.log.warning("Fold %d: stopped training job %s: %s", self.fold, self.job_name, why)
         else:
             self.log.info("Fold %d: training job %s had already ended (%s)", self.fold, self.job_name, why)

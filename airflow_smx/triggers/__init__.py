@@ -1,0 +1,2 @@
+"""Triggers the fold operators defer to (``sagemaker_fold``). May import Airflow, the amazon
+provider and ``hooks``."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
 from botocore.exceptions import ClientError
 
+from airflow_smx.hooks.sagemaker import already_ended
+
 
 class SageMakerFoldTrainingTrigger(SageMakerTrigger):
     """Waits for a fold's training job; on a user kill (clear, mark failed) it stops the job.
@@ -25,6 +27,6 @@ class SageMakerFoldTrainingTrigger(SageMakerTrigger):
                 await client.stop_training_job(TrainingJobName=self.job_name)
                 self.log.info("Stopped training job %s", self.job_name)
             except ClientError as error:
-                if error.response.get("Error", {}).get("Code") != "ValidationException":
+                if not already_ended(error):
                     raise
                 self.log.info("Training job %s had already ended: %s", self.job_name, error)

@@ -15,10 +15,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from airflow_smx import storage
-from airflow_smx.folds.processes import run_forked
-from airflow_smx.folds.records import InputFile, SplitError
-from airflow_smx.folds.scan import Records, Scan
+from airflow_smx.core import storage
+from airflow_smx.core.folds.processes import run_forked
+from airflow_smx.core.folds.records import InputFile, SplitError
+from airflow_smx.core.folds.scan import Records, Scan
 
 _FORKED: dict[str, Any] = {}
 

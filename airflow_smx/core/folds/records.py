@@ -22,8 +22,8 @@ from typing import IO, Any, Union
 import msgspec
 import numpy as np
 
-from airflow_smx import storage
-from airflow_smx.request import format_from_name
+from airflow_smx.core import storage
+from airflow_smx.core.request import format_from_name
 
 CHUNK = 8 << 20
 GZIP_MAGIC = b"\x1f\x8b"

@@ -18,7 +18,7 @@ def get_cli_commands() -> list[Any]:
                 ActionCommand(
                     name="setup-pool",
                     help="Create the ml-instance pool if missing, counting deferred tasks (idempotent)",
-                    func=lazy_load_command("airflow_smx.pool.setup_pool_command"),
+                    func=lazy_load_command("airflow_smx.cli.pool.setup_pool_command"),
                     args=(ARG_SLOTS,),
                 ),
             ),

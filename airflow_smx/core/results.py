@@ -8,14 +8,26 @@ plain-text report with the per-fold table.
 
 from __future__ import annotations
 
+import datetime
 import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_smx.request import CVRequest
+from airflow_smx.core.request import CVRequest
 
 CONFIDENCE = 0.95
+
+
+def clean_description(value: Any) -> Any:
+    """DescribeTrainingJob as JSON: ISO timestamps, no ResponseMetadata."""
+    if isinstance(value, dict):
+        return {k: clean_description(v) for k, v in value.items() if k != "ResponseMetadata"}
+    if isinstance(value, list):
+        return [clean_description(v) for v in value]
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    return value
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """The fold engine: streaming, deterministic k-fold splits equal to scikit-learn's. No Airflow."""
 
-from airflow_smx.folds.assign import Assignment, assign_folds, make_splitter, split_holdout
-from airflow_smx.folds.plan import Fold, FoldPlan
-from airflow_smx.folds.records import SplitError
-from airflow_smx.folds.split import split_dataset
+from airflow_smx.core.folds.assign import Assignment, assign_folds, make_splitter, split_holdout
+from airflow_smx.core.folds.plan import Fold, FoldPlan
+from airflow_smx.core.folds.records import SplitError
+from airflow_smx.core.folds.split import split_dataset
 
 __all__ = [
     "Assignment",

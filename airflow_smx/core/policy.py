@@ -23,14 +23,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_smx.request import CVRequest
-from airflow_smx.training import SAGEMAKER_DEFAULT_RUNTIME
+from airflow_smx.core.job_requests import SAGEMAKER_DEFAULT_RUNTIME
+from airflow_smx.core.request import CVRequest
 
-MAX_SLOTS = 16  # the largest pool slot size a fold can take (see the DAG's slot sizes)
 # Storage URIs SageMaker, s3fs or fsspec would follow, wherever they appear in a string.
-STORAGE_URI = re.compile(r"(?<![A-Za-z0-9+.-])(?:s3|s3a|s3n|file)://[^\s\"',;]*", re.IGNORECASE)
-# SageMaker's S3Uri fields also take https URLs of S3 objects: only s3:// is checked, so refuse them.
-S3_URL = re.compile(r"https?://[^/\s]*\bs3[.-][^/\s]*\.amazonaws\.com[^\s\"',;]*", re.IGNORECASE)
+# Any URI, whatever its scheme, wherever it appears in a string; only s3:// and file:// pass (https
+# URLs of S3, which SageMaker's S3Uri fields accept, and every fsspec protocol are refused). A URI
+# runs to the next whitespace or quote, so "s3://b/cv,/../x" is checked whole.
+URI = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*:/[^\s\"']*")
+STORAGE_URI = re.compile(r"(?:s3|file)://[^\s\"']+")
+# Fields SageMaker (or the local backend) reads or writes as a location: they must be s3:// or file://.
+LOCATION_FIELD = re.compile(r"(S3Uri|S3OutputPath|ManifestS3Uri)$")
 COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # The local child's environment is built from nothing: the worker's own (Airflow config,
 # connections, AWS credentials) is not inherited. These few are passed for a sane process.
@@ -60,6 +63,7 @@ class Policy:
     :param role_arns: further roles a request may name in ``training.RoleArn``
     :param instance_types: ml instance types a job may use (fnmatch patterns allowed, ``ml.m5.*``)
     :param max_instance_count: most instances one training job may hold
+    :param max_volume_gb: largest ML storage volume of an instance (``VolumeSizeInGB``)
     :param max_runtime_seconds: longest ``StoppingCondition.MaxRuntimeInSeconds``
     :param max_instance_hours: ceiling on a run's worst case: jobs x instances x (runtime + warm pool)
     :param local_commands: the local backend's commands by name; empty: no local backend
@@ -78,6 +82,7 @@ class Policy:
         "ml.c5.4xlarge",
     )
     max_instance_count: int = 4
+    max_volume_gb: int = 100
     max_runtime_seconds: int = SAGEMAKER_DEFAULT_RUNTIME
     max_instance_hours: float = 100.0
     local_commands: Mapping[str, LocalCommand] = field(default_factory=dict)
@@ -86,8 +91,8 @@ class Policy:
         for prefix in self.allowed_prefixes:
             if not STORAGE_URI.fullmatch(prefix) or _uri_problem(prefix):
                 raise ValueError(f"[smx] allowed_prefixes: {prefix!r} is not an s3:// or file:/// prefix")
-        if not 1 <= self.max_instance_count <= MAX_SLOTS:
-            raise ValueError(f"[smx] max_instance_count must be 1 to {MAX_SLOTS}, got {self.max_instance_count}")
+        if self.max_instance_count < 1:
+            raise ValueError(f"[smx] max_instance_count must be >= 1, got {self.max_instance_count}")
         for name, command in self.local_commands.items():
             if not COMMAND_NAME.match(name) or not command.argv:
                 raise ValueError(f"[smx] local_commands: {name!r} needs a name of letters, digits, -_. and a command")
@@ -124,10 +129,10 @@ class Policy:
 
     def _storage_problems(self, request: CVRequest) -> Iterator[str]:
         listed = ", ".join(self.allowed_prefixes) if self.allowed_prefixes else "none: set [smx] allowed_prefixes"
-        for path, text in _strings(request.model_dump(mode="json", exclude_none=True)):
-            for match in S3_URL.finditer(text):
-                yield f"{path}: {match.group()} is an https URL of S3; give it as s3://bucket/key"
-            for match in STORAGE_URI.finditer(text):
+        for path, text, is_key in _strings(request.model_dump(mode="json", exclude_none=True)):
+            if not is_key and LOCATION_FIELD.search(path) and not URI.fullmatch(text):
+                yield f"{path}: {text} must be an s3:// URI (file:// for the local backend)"
+            for match in URI.finditer(text):
                 uri = match.group()
                 problem = _uri_problem(uri)
                 if problem:
@@ -182,12 +187,15 @@ class Policy:
                 "training.ResourceConfig.InstanceGroups: heterogeneous clusters are not supported; "
                 "use InstanceType and InstanceCount"
             )
-        kind = resources.get("InstanceType")
-        if kind and not any(fnmatch.fnmatchcase(str(kind), pattern) for pattern in self.instance_types):
-            problems.append(
-                f"training.ResourceConfig.InstanceType: {kind} is not allowed "
-                f"([smx] instance_types: {', '.join(self.instance_types)})"
-            )
+        # every instance a job may start: ResourceConfig's, and the Debugger/Profiler rule evaluators'
+        for path, kind in _values(request.training.model_dump(mode="json", exclude_none=True), "InstanceType"):
+            if not any(fnmatch.fnmatchcase(str(kind), pattern) for pattern in self.instance_types):
+                problems.append(
+                    f"training.{path}: {kind} is not allowed ([smx] instance_types: {', '.join(self.instance_types)})"
+                )
+        for path, size in _values(request.training.model_dump(mode="json", exclude_none=True), "VolumeSizeInGB"):
+            if not isinstance(size, int) or size > self.max_volume_gb:
+                problems.append(f"training.{path}: {size} is above [smx] max_volume_gb {self.max_volume_gb}")
         count = request.training.instance_count
         if count > self.max_instance_count:
             problems.append(
@@ -231,14 +239,27 @@ def warm_pool_seconds(request: CVRequest) -> int:
     return int((request.training.ResourceConfig or {}).get("KeepAlivePeriodInSeconds", 0))
 
 
-def _strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """Every string in a JSON value (keys too), with its field path."""
+def _values(node: Any, key: str, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Every value of ``key`` anywhere in a JSON value, with its field path."""
+    if isinstance(node, Mapping):
+        for name, value in node.items():
+            child = f"{path}.{name}" if path else str(name)
+            if name == key:
+                yield child, value
+            yield from _values(value, key, child)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _values(value, key, f"{path}.{index}")
+
+
+def _strings(node: Any, path: str = "") -> Iterator[tuple[str, str, bool]]:
+    """Every string in a JSON value, keys too: (field path, text, whether it is a key)."""
     if isinstance(node, str):
-        yield path or "(request)", node
+        yield path or "(request)", node, False
     elif isinstance(node, Mapping):
         for key, value in node.items():
             child = f"{path}.{key}" if path else str(key)
-            yield child, str(key)
+            yield child, str(key), True
             yield from _strings(value, child)
     elif isinstance(node, list):
         for index, value in enumerate(node):
@@ -246,10 +267,10 @@ def _strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
 
 
 def _uri_problem(uri: str) -> str | None:
-    """Why a storage URI cannot be held to a prefix, if it cannot."""
+    """Why a URI cannot be held to a prefix, if it cannot."""
+    if not STORAGE_URI.fullmatch(uri):
+        return "uses a scheme other than s3:// or file:// (no other storage or URL may appear in a request)"
     scheme, rest = uri.split("://", 1)
-    if scheme not in ("s3", "file"):
-        return "uses a scheme other than s3:// or file://"
     if scheme == "file" and not rest.startswith("/"):
         return "must be file:///absolute/path"
     if not rest.strip("/"):

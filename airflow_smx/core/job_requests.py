@@ -7,13 +7,14 @@ the job name, the two channels, the hyperparameter placeholders, tags and Experi
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from airflow_smx import storage
-from airflow_smx.folds.plan import Fold, FoldPlan
-from airflow_smx.naming import cv_run_id, training_job_name, trial_name
-from airflow_smx.request import ChannelSpec, CVRequest
+from airflow_smx.core import storage
+from airflow_smx.core.folds.plan import Fold, FoldPlan
+from airflow_smx.core.naming import cv_run_id, training_job_name, trial_name
+from airflow_smx.core.request import ChannelSpec, CVRequest
 
 SAGEMAKER_DEFAULT_RUNTIME = 86_400  # SageMaker's MaxRuntimeInSeconds when a request sets none
 CREATED_BY = "airflow-smx"
@@ -63,15 +64,17 @@ def fold_training_config(
     when: datetime,
     run_id: str,
     role_arn: str | None = None,
+    key: str = "",
 ) -> dict[str, Any]:
     """The CreateTrainingJob request of ``fold``.
 
     :param when: the CV run's timestamp (the DAG run's, never the clock): names derive from it
     :param run_id: the Airflow DAG run id, tagged on the job so a name reused by another run is noticed
     :param role_arn: the deployment's execution role, for requests that do not name one
+    :param key: what tells this DAG run from others (:func:`~airflow_smx.core.naming.run_key`)
     """
     config = copy.deepcopy(request.training.model_dump(exclude_none=True))
-    config["TrainingJobName"] = training_job_name(request.name, when, fold.index)
+    config["TrainingJobName"] = training_job_name(request.name, when, fold.index, key)
     config["HyperParameters"] = substitute(
         config.get("HyperParameters", {}),
         {
@@ -87,17 +90,17 @@ def fold_training_config(
         channel(request.channels.train, train_uri(request.channels.train, fold)),
         channel(request.channels.validation, fold.validation),
     ]
-    models = storage.join(request.output_uri, cv_run_id(request.name, when), "models")
+    models = storage.join(request.output_uri, cv_run_id(request.name, when, key), "models")
     config.setdefault("OutputDataConfig", {"S3OutputPath": models})
     # explicit, so an IAM condition on sagemaker:MaxRuntimeInSeconds can bound every job
     config.setdefault("StoppingCondition", {}).setdefault("MaxRuntimeInSeconds", SAGEMAKER_DEFAULT_RUNTIME)
     if role_arn and "RoleArn" not in config:
         config["RoleArn"] = role_arn
-    config["Tags"] = [*(t.model_dump() for t in request.tags), *run_tags(request, when, fold.index, run_id)]
+    config["Tags"] = [*(t.model_dump() for t in request.tags), *run_tags(request, when, fold.index, run_id, key)]
     if request.experiment.enabled:
         config["ExperimentConfig"] = {
             "ExperimentName": request.experiment_name,
-            "TrialName": trial_name(request.name, when),
+            "TrialName": trial_name(request.name, when, key),
             "TrialComponentDisplayName": f"TrainingJob-fold{fold.index}",
         }
     return config
@@ -107,11 +110,42 @@ def run_tag_value(run_id: str) -> str:
     return run_id[:256]  # SageMaker's limit for a tag value
 
 
-def run_tags(request: CVRequest, when: datetime, fold: int, run_id: str) -> list[dict[str, str]]:
+def run_tags(request: CVRequest, when: datetime, fold: int, run_id: str, key: str = "") -> list[dict[str, str]]:
     """SMX-Validator's tags (fold_name, crossvalidator_job_name, created_by) and the Airflow run id."""
     return [
         {"Key": "fold_name", "Value": f"fold{fold}"},
-        {"Key": "crossvalidator_job_name", "Value": trial_name(request.name, when)},
+        {"Key": "crossvalidator_job_name", "Value": trial_name(request.name, when, key)},
         {"Key": "created_by", "Value": CREATED_BY},
         {"Key": RUN_TAG, "Value": run_tag_value(run_id)},
     ]
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One fold's training job: the mapped task's keyword arguments, and all that the aggregation
+    and the run's teardown need to find its outcome.
+
+    :param fold: the fold's index
+    :param config: its CreateTrainingJob request (``TrainingJobName`` included)
+    :param command: the local backend's command, by the name the deployment lists it under
+    """
+
+    fold: int
+    config: dict[str, Any]
+    command: str | None = None
+
+    @property
+    def job_name(self) -> str:
+        return self.config["TrainingJobName"]
+
+    @property
+    def backend(self) -> str:
+        return "local" if self.command else "sagemaker"
+
+    @property
+    def instance_count(self) -> int:
+        return int(self.config.get("ResourceConfig", {}).get("InstanceCount", 1))
+
+    def kwargs(self) -> dict[str, Any]:
+        """What the fold's operator is mapped with (``expand_kwargs``): JSON, no more."""
+        return {k: v for k, v in asdict(self).items() if v is not None}

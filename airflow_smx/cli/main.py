@@ -17,10 +17,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from airflow_smx import storage
-from airflow_smx.folds import FoldPlan, SplitError, split_dataset
-from airflow_smx.naming import cv_run_id
-from airflow_smx.request import CVSpec, InputSpec, RequestError, format_problems, parse_request, request_json_schema
+from airflow_smx.core import storage
+from airflow_smx.core.folds import FoldPlan, SplitError, split_dataset
+from airflow_smx.core.naming import cv_run_id
+from airflow_smx.core.request import (
+    CVSpec,
+    InputSpec,
+    RequestError,
+    format_problems,
+    parse_request,
+    request_json_schema,
+)
 
 INVALID = 2
 

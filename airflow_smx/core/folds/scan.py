@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from airflow_smx import storage
-from airflow_smx.folds import processes as forked
-from airflow_smx.folds.records import (
+from airflow_smx.core import storage
+from airflow_smx.core.folds import processes as forked
+from airflow_smx.core.folds.records import (
     Chunk,
     Coder,
     CsvFieldReader,
@@ -31,7 +31,7 @@ from airflow_smx.folds.records import (
     parse_csv_value,
     resolve_columns,
 )
-from airflow_smx.request import InputSpec
+from airflow_smx.core.request import InputSpec
 
 log = logging.getLogger(__name__)
 

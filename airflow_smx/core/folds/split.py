@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from airflow_smx import storage
-from airflow_smx.folds.assign import HOLDOUT, Assignment, assign_folds
-from airflow_smx.folds.plan import Fold, FoldPlan
-from airflow_smx.folds.records import InputFile, SplitError
-from airflow_smx.folds.scan import Scan, scan
-from airflow_smx.folds.write import write_parts
-from airflow_smx.request import CVSpec, InputSpec
+from airflow_smx.core import storage
+from airflow_smx.core.folds.assign import HOLDOUT, Assignment, assign_folds
+from airflow_smx.core.folds.plan import Fold, FoldPlan
+from airflow_smx.core.folds.records import InputFile, SplitError
+from airflow_smx.core.folds.scan import Scan, scan
+from airflow_smx.core.folds.write import write_parts
+from airflow_smx.core.request import CVSpec, InputSpec
 
 log = logging.getLogger(__name__)
 

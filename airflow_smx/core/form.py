@@ -3,7 +3,8 @@
 Airflow's trigger form renders one field per top-level Param and shows an ``object`` Param as a
 raw JSON editor, so what a user changes from run to run is flattened to the top level
 (``cv.n_splits`` becomes ``cv_n_splits``), grouped in sections, and the CreateTrainingJob
-template, channels, experiment and tags stay objects in a collapsed "Advanced" section.
+template, channels, experiment and tags stay objects in the last section, "Job template" (a name
+that cannot be mistaken for the "Advanced Options" Airflow adds below the form).
 Whatever the form's shape, the request model is the one validator.
 """
 
@@ -12,8 +13,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from airflow_smx.policy import Policy
-from airflow_smx.request import CVRequest, request_json_schema
+from airflow_smx.core.policy import Policy
+from airflow_smx.core.request import CVRequest, request_json_schema
 
 SECTIONS: dict[str, list[str]] = {
     "Run": ["name", "backend"],
@@ -36,9 +37,8 @@ SECTIONS: dict[str, list[str]] = {
         "cv.allow_small_classes",
     ],
     "Scores": ["metrics.objective", "metrics.direction", "min_successful_folds"],
-    "Advanced": ["training", "local", "channels", "experiment", "tags"],
+    "Job template": ["training", "local", "channels", "experiment", "tags"],
 }
-COLLAPSED = {"Advanced"}
 # SageMaker's built-in XGBoost (us-east-1): a real image for the form's starting template.
 XGBOOST_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
 _KEYWORDS = ("enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength")

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airflow_smx import storage
+from airflow_smx.core import storage
 
 HOST = "algo-1"
 
@@ -120,3 +120,10 @@ def failure_reason(base: Path, returncode: int, tail: list[str]) -> str | None:
     if returncode == 0:
         return None
     return f"AlgorithmError: exit code {returncode}: " + " | ".join(tail[-3:])[:900]
+
+
+def record_uri(config: dict[str, Any]) -> str:
+    """Where a local fold's DescribeTrainingJob-shaped record is kept (next to its model)."""
+    return storage.join(
+        config["OutputDataConfig"]["S3OutputPath"], config["TrainingJobName"], "output", "describe.json"
+    )

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from airflow_smx import smx_validator
+from airflow_smx.core import smx_validator
 
 Strategy = Literal["kfold", "stratified", "group", "stratified_group"]
 Backend = Literal["local", "sagemaker"]

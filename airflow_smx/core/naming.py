@@ -25,23 +25,32 @@ def clean_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
 
 
-def timestamp(when: datetime) -> str:
-    return f"{when:%Y%m%d-%H%M%S}"
+def run_key(dag_id: str, run_id: str) -> str:
+    """Six hex digits that tell one DAG run from every other. The run's timestamp alone does not:
+    whoever triggers a run may choose it (``run_after``), and two names may clean to one
+    (``churn xgboost``, ``churn_xgboost``); without this, a run could take over another's folds,
+    results and job names."""
+    return hashlib.sha256(f"{dag_id}/{run_id}".encode()).hexdigest()[:6]
 
 
-def cv_run_id(name: str, when: datetime) -> str:
-    """``{name}-{YYYYMMDD}-{HHMMSS}``: the run's folder under the output URI."""
-    return f"{clean_name(name)}-{timestamp(when)}"
+def timestamp(when: datetime, key: str = "") -> str:
+    """``{YYYYMMDD}-{HHMMSS}``, then ``-{key}`` when the run has one."""
+    return f"{when:%Y%m%d-%H%M%S}" + (f"-{key}" if key else "")
 
 
-def training_job_name(name: str, when: datetime, fold: int) -> str:
-    """``crossvalidator-{name}-{YYYYMMDD}-{HHMMSS}-fold{fold}``, valid and at most 63 characters."""
-    return fit_name(PREFIX, name, f"-{timestamp(when)}-fold{fold}", MAX_JOB_NAME)
+def cv_run_id(name: str, when: datetime, key: str = "") -> str:
+    """``{name}-{YYYYMMDD}-{HHMMSS}-{key}``: the run's folder under the output URI."""
+    return f"{clean_name(name)}-{timestamp(when, key)}"
 
 
-def trial_name(name: str, when: datetime) -> str:
-    """The SageMaker Experiments trial of one CV run: ``crossvalidator-{name}-{YYYYMMDD}-{HHMMSS}``."""
-    return fit_name(PREFIX, name, f"-{timestamp(when)}", MAX_TRIAL_NAME)
+def training_job_name(name: str, when: datetime, fold: int, key: str = "") -> str:
+    """``crossvalidator-{name}-{YYYYMMDD}-{HHMMSS}-{key}-fold{fold}``, valid and at most 63 characters."""
+    return fit_name(PREFIX, name, f"-{timestamp(when, key)}-fold{fold}", MAX_JOB_NAME)
+
+
+def trial_name(name: str, when: datetime, key: str = "") -> str:
+    """The SageMaker Experiments trial of one CV run: ``crossvalidator-{name}-{YYYYMMDD}-{HHMMSS}-{key}``."""
+    return fit_name(PREFIX, name, f"-{timestamp(when, key)}", MAX_TRIAL_NAME)
 
 
 def fit_name(prefix: str, name: str, suffix: str, limit: int) -> str:

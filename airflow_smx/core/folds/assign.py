@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from airflow_smx.folds.records import SplitError
-from airflow_smx.request import CVSpec
+from airflow_smx.core.folds.records import SplitError
+from airflow_smx.core.request import CVSpec
 
 HOLDOUT = -1  # fold code of a hold-out record
 

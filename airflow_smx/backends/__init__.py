@@ -1,0 +1,54 @@
+"""Where a fold trains: one module per backend, behind one interface.
+
+A backend names the operator that trains a fold and its task arguments, finds a fold's outcome
+in DescribeTrainingJob's shape whatever became of its task (the aggregation), and stops a fold's
+job that is still running once its task is over (the run's teardown). The split plans folds as
+:class:`~airflow_smx.core.job_requests.FoldJob` records; nothing else compares backend names.
+
+May import Airflow, ``hooks``, ``operators`` and ``airflow_smx.core``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from airflow_smx.core.job_requests import FoldJob
+from airflow_smx.core.results import FoldOutcome
+
+
+class Backend(ABC):
+    """One way of training folds.
+
+    :param aws_conn_id: the connection for SageMaker and S3
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, aws_conn_id: str | None):
+        self.aws_conn_id = aws_conn_id
+
+    @property
+    @abstractmethod
+    def operator(self) -> type:
+        """The operator class one mapped task per fold runs."""
+
+    @abstractmethod
+    def task_arguments(self) -> dict[str, Any]:
+        """Its ``partial()`` arguments beyond task id and pool (retries, polling)."""
+
+    @abstractmethod
+    def outcome(self, fold: FoldJob) -> FoldOutcome:
+        """What became of the fold's job, read from where the job left it (not from XCom)."""
+
+    @abstractmethod
+    def stop_unfinished(self, fold: FoldJob, run_id: str) -> bool:
+        """Stop the fold's job if it still runs and belongs to ``run_id``; True if it was stopped."""
+
+
+def backend(name: str, aws_conn_id: str | None) -> Backend:
+    """The backend called ``name`` ("sagemaker" or "local")."""
+    from airflow_smx.backends.local import LocalBackend
+    from airflow_smx.backends.sagemaker import SageMakerBackend
+
+    return {b.name: b for b in (SageMakerBackend, LocalBackend)}[name](aws_conn_id)

@@ -1,0 +1,33 @@
+"""Folds trained by a command of the deployment's, on the worker, under SageMaker's container contract."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from airflow_smx.backends import Backend
+from airflow_smx.core import storage
+from airflow_smx.core.container import record_uri
+from airflow_smx.core.job_requests import FoldJob
+from airflow_smx.core.results import FoldOutcome
+from airflow_smx.hooks.s3fs_options import storage_options_for
+from airflow_smx.operators.local_fold import LocalFoldTrainingOperator
+
+
+class LocalBackend(Backend):
+    name = "local"
+    operator = LocalFoldTrainingOperator
+
+    def task_arguments(self) -> dict[str, Any]:
+        return {"aws_conn_id": self.aws_conn_id, "retries": 1, "retry_delay": datetime.timedelta(seconds=30)}
+
+    def outcome(self, fold: FoldJob) -> FoldOutcome:
+        """The record the fold's operator keeps beside its model, failed or not."""
+        uri = record_uri(fold.config)
+        fs, path = storage.filesystem(uri, storage_options_for(self.aws_conn_id, uri))
+        if not fs.exists(path):
+            return FoldOutcome(fold.fold, fold.job_name, None, error="the fold's process never ran")
+        return FoldOutcome(fold.fold, fold.job_name, storage.read_json(fs, path))
+
+    def stop_unfinished(self, fold: FoldJob, run_id: str) -> bool:
+        return False  # a local fold's process ends with its task (on_kill ends its process group)

@@ -1,0 +1,189 @@
+"""The tasks of a cross-validation run: check the request, split, aggregate, and the teardown.
+
+The graph that wires them (and the fold operators, one mapped task per fold) is in
+:mod:`airflow_smx.dag.graph`. Tasks hand each other small JSON (the validated request, URIs,
+counts, one :class:`~airflow_smx.core.job_requests.FoldJob` per fold), never data.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.sdk import Asset, task
+from botocore.exceptions import BotoCoreError, ClientError
+
+from airflow_smx import settings
+from airflow_smx.backends import backend
+from airflow_smx.core import storage
+from airflow_smx.core.folds import SplitError, split_dataset
+from airflow_smx.core.form import request_from_form, unknown_fields
+from airflow_smx.core.job_requests import FoldJob, fold_training_config
+from airflow_smx.core.naming import cv_run_id, run_key, trial_name
+from airflow_smx.core.request import CVRequest, RequestError, in_user_terms, parse_request
+from airflow_smx.core.results import cv_result, report
+from airflow_smx.core.smx_validator import is_smx_validator_input
+from airflow_smx.hooks.s3fs_options import storage_options_for
+from airflow_smx.hooks.sagemaker import CrossValidationSageMakerHook
+
+RESULT_ASSET = Asset(name="smx_cross_validation_result", uri="smx://cross-validation/result")
+
+
+def request_of(conf: dict[str, Any], params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(request dict, SMX-Validator original or {}): from a conf in either format, else from the form."""
+    if is_smx_validator_input(conf):
+        return dict(conf), dict(conf)
+    if isinstance(conf.get("input"), dict):
+        return dict(conf), {}
+    unknown = unknown_fields(conf)
+    if unknown:
+        raise RequestError(unknown)
+    return request_from_form(params), {}
+
+
+def run_time(dag_run: Any) -> datetime.datetime:
+    """The run's timestamp: names derive from it, so a retried task computes the same names."""
+    for attribute in ("run_after", "logical_date", "start_date"):
+        value = getattr(dag_run, attribute, None)
+        if value is not None:
+            return value
+    raise AirflowFailException("the DAG run has no timestamp")
+
+
+@task(multiple_outputs=False)  # one XCom; a dict return type would also push one per key
+def check_request(stored: dict[str, Any] | None = None, largest_slot: int = 1, **context: Any) -> dict[str, Any]:
+    """Validate the conf fully (the request model, the deployment's bounds) before any call.
+
+    :param stored: the request of a DAG that runs without a conf (on a schedule or new data)
+    :param largest_slot: the most pool slots one of this DAG's fold tasks takes
+    """
+    dag_run = context["dag_run"]
+    policy = settings.policy()
+    try:
+        raw, original = request_of(dag_run.conf or stored or {}, dict(context["params"]))
+        request = parse_request(raw, default_backend=policy.default_backend)
+        problems = policy.problems(request)
+        if request.backend == "sagemaker" and request.training.instance_count > largest_slot:
+            problems.append(
+                f"training.ResourceConfig.InstanceCount: {request.training.instance_count} is above the "
+                f"{largest_slot} pool slots this DAG's fold tasks take ([smx] slot_sizes)"
+            )
+        if problems:
+            raise RequestError(in_user_terms(problems, raw))
+    except RequestError as error:
+        raise AirflowFailException(str(error)) from None
+    when, key = run_time(dag_run), run_key(dag_run.dag_id, dag_run.run_id)
+    return {
+        "request": request.model_dump(mode="json"),
+        "original": original,
+        "cv_run_id": cv_run_id(request.name, when, key),
+        "key": key,
+        "when": when.isoformat(),
+        "run_id": dag_run.run_id,
+    }
+
+
+@task
+def split_dataset_task(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Write the folds; return one FoldJob per fold (its CreateTrainingJob request: URIs and counts only)."""
+    request = CVRequest.model_validate(run["request"])
+    when = datetime.datetime.fromisoformat(run["when"])
+    folds_uri = storage.join(request.output_uri, run["cv_run_id"], "folds")
+    options = storage_options_for(settings.get("aws_conn_id"), request.input.uri, folds_uri)
+    try:
+        plan = split_dataset(
+            request.input,
+            request.cv,
+            folds_uri,
+            assemble_train=request.channels.train.needs_single_object,
+            storage_options=options,
+        )
+    except SplitError as error:
+        raise AirflowFailException(f"cannot split: {error}") from None
+    if request.experiment.enabled and request.backend == "sagemaker":
+        hook = CrossValidationSageMakerHook(aws_conn_id=settings.get("aws_conn_id"))
+        hook.ensure_trial(
+            request.experiment_name, trial_name(request.name, when, run["key"]), [t.model_dump() for t in request.tags]
+        )
+    role = settings.get("role_arn") or None
+    # the local command by name: its operator looks it up in the deployment's list itself
+    command = settings.policy().command_name(request) if request.backend == "local" else None
+    return [
+        FoldJob(
+            f.index, fold_training_config(request, plan, f, when, run["run_id"], role, run["key"]), command
+        ).kwargs()
+        for f in plan.folds
+    ]
+
+
+def slot_size(instance_count: int, sizes: tuple[int, ...]) -> int:
+    """The pool slots of the fold task that trains a job of ``instance_count`` instances."""
+    return next(size for size in sorted(sizes) if size >= instance_count)
+
+
+@task
+def select_folds(folds: list[dict[str, Any]], backend_name: str, slots: int, sizes: list[int]) -> list[dict[str, Any]]:
+    """The folds one of several fold tasks maps over: its backend's, taking ``slots`` pool slots.
+
+    Airflow maps a task only over another task's whole return value, and fixes pool_slots per
+    task, so a DAG with several fold tasks routes each fold to one of them here.
+    """
+    chosen = []
+    for fold in map(lambda f: FoldJob(**f), folds):
+        if fold.backend == backend_name and (fold.command or slot_size(fold.instance_count, tuple(sizes)) == slots):
+            chosen.append(fold.kwargs())
+    return chosen
+
+
+@task(trigger_rule="all_done", outlets=[RESULT_ASSET], multiple_outputs=False)
+def aggregate_results(run: dict[str, Any], folds: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
+    """Gather every fold's outcome, failed ones included; write cv_result.json; pass or fail the run."""
+    request = CVRequest.model_validate(run["request"])
+    trainer = backend(request.backend, settings.get("aws_conn_id"))
+    outcomes = [trainer.outcome(FoldJob(**fold)) for fold in folds]
+    result = cv_result(request, outcomes, run["cv_run_id"], run["original"])
+    text = report(result["summary"], outcomes)
+    results_uri = storage.join(request.output_uri, run["cv_run_id"], "results")
+    fs, path = storage.filesystem(results_uri, storage_options_for(settings.get("aws_conn_id"), request.output_uri))
+    storage.write_json(fs, f"{path}/cv_result.json", result)
+    storage.write_bytes(fs, f"{path}/cv_report.txt", text.encode())
+    print(text)
+    summary = {**result["summary"], "result": storage.join(results_uri, "cv_result.json")}
+    context["outlet_events"][RESULT_ASSET].extra = {"result": summary["result"], "success": summary["success"]}
+    if not summary["success"]:
+        raise AirflowFailException(text)
+    return summary
+
+
+@task(retries=2, retry_delay=datetime.timedelta(seconds=30))
+def stop_unfinished_jobs(**context: Any) -> list[str]:
+    """Teardown: stop this run's training jobs still running once its fold tasks are over.
+
+    Airflow runs a teardown even when the run is marked failed. A fold cancelled before the
+    triggerer started watching its job (so no trigger on_kill), or while the triggerer was
+    down, would otherwise leave its job training, and billed, with no task watching it.
+    It then fails, failing the run, if the run has no result: marking a run failed leaves its
+    state to its pending teardown, and Airflow would call a run whose last task was skipped
+    a success. (So a CV run cannot be marked success: without a result it ends failed.)
+    It reads its inputs itself, as it also runs when they were never made (a run marked
+    failed before its folds were split).
+    """
+    ti = context["ti"]
+    run = ti.xcom_pull(task_ids="check_request")
+    folds = (ti.xcom_pull(task_ids="split_dataset") or []) if run else []
+    stopped, errors = [], []
+    if folds:
+        trainer = backend(CVRequest.model_validate(run["request"]).backend, settings.get("aws_conn_id"))
+    for fold in map(lambda f: FoldJob(**f), folds):
+        try:
+            if trainer.stop_unfinished(fold, run["run_id"]):
+                print(f"Stopped training job {fold.job_name}: its fold task had ended without it")
+                stopped.append(fold.job_name)
+        except (ClientError, BotoCoreError) as error:  # try every fold; the task's retry tries again
+            errors.append(f"{fold.job_name}: {error}")
+    if errors:
+        raise RuntimeError("could not check or stop training jobs: " + "; ".join(errors))
+    if ti.xcom_pull(task_ids="aggregate_results") is None:
+        raise AirflowFailException("The run has no result: it was cancelled, or aggregate_results failed.")
+    return stopped

@@ -1,0 +1,72 @@
+"""The SageMaker calls a cross-validation run makes beyond the amazon provider's hook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+from botocore.exceptions import ClientError
+
+from airflow_smx.core.job_requests import RUN_TAG
+
+# SageMaker answers ValidationException "Requested resource not found" for a missing training job
+MISSING = ("ValidationException", "ResourceNotFound")
+
+
+def error_code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def already_ended(error: ClientError) -> bool:
+    """StopTrainingJob's answer for a job that is no longer InProgress (or Stopping)."""
+    return error_code(error) == "ValidationException"
+
+
+class CrossValidationSageMakerHook(SageMakerHook):
+    """``SageMakerHook`` plus describe-or-None, a job's owning Airflow run, a stop that tolerates an
+    ended job, and the Experiments trial of a run: what the fold operator, the aggregation and the
+    run's teardown share."""
+
+    def describe_training_job_or_none(self, job_name: str) -> dict[str, Any] | None:
+        """DescribeTrainingJob, or None when there is no such job (never by paging ListTrainingJobs)."""
+        try:
+            return self.describe_training_job(job_name)
+        except ClientError as error:
+            if error_code(error) in MISSING:
+                return None
+            raise
+
+    def training_job_owner(self, job_arn: str) -> str | None:
+        """The Airflow run id a training job was created by, or None for a job we did not tag."""
+        tags = self.conn.list_tags(ResourceArn=job_arn).get("Tags", [])
+        return next((tag["Value"] for tag in tags if tag["Key"] == RUN_TAG), None)
+
+    def stop_training_job(self, job_name: str) -> bool:
+        """Stop a training job; False if it had already ended."""
+        try:
+            self.conn.stop_training_job(TrainingJobName=job_name)
+        except ClientError as error:
+            if not already_ended(error):
+                raise
+            return False
+        return True
+
+    def ensure_trial(self, experiment: str, trial: str, tags: list[dict[str, str]]) -> None:
+        """Create the experiment and the run's trial if missing, before any job names them (as
+        SMX-Validator did: one experiment, one trial per CV run)."""
+        if not self._exists(self.conn.describe_experiment, ExperimentName=experiment):
+            self.conn.create_experiment(
+                ExperimentName=experiment, Description="Cross-validated training runs (airflow-smx)", Tags=tags
+            )
+        if not self._exists(self.conn.describe_trial, TrialName=trial):
+            self.conn.create_trial(TrialName=trial, ExperimentName=experiment, Tags=tags)
+
+    @staticmethod
+    def _exists(describe: Any, **name: str) -> bool:
+        try:
+            describe(**name)
+        except ClientError as error:
+            if error_code(error) in MISSING:
+                return False
+            raise
+        return True
