@@ -3,12 +3,22 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint constraints bench clean demo airflow mwaa
+.PHONY: test test-fast system-packages lint constraints bench clean demo airflow mwaa
 
-test: $(VENV)/.installed
+# Everything, as CI runs it: ruff, then the whole suite with the end-to-end deployment (Postgres,
+# Chromium and the docker-compose client come from Debian when missing).
+test: $(VENV)/.installed system-packages
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The edit loop: ruff and every test but the end-to-end deployment (about 4 minutes).
+test-fast: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not e2e"
+
+system-packages:
+	scripts/install-system-packages
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
