@@ -34,6 +34,12 @@ import requests
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "smx_cross_validation"
+# A DAG author's second DAG, whose folds may hold 1 or 2 instances: two fold tasks and their selectors
+MULTI_DAG_ID = "smx_cross_validation_multi_instance"
+MULTI_DAG_FILE = f"""from airflow_smx.dag.graph import cross_validation_dag
+
+dag = cross_validation_dag("{MULTI_DAG_ID}", slot_sizes=(1, 2))
+"""
 POOL_SLOTS = 2
 BUCKET = "smx-e2e"
 STOP_GRACE_SECONDS = 30
@@ -353,15 +359,15 @@ class Airflow:
         response.raise_for_status()
         return response.json()["task_instances"]
 
-    def watch(self, run_id: str, timeout: float = 300) -> Watched:
+    def watch(self, run_id: str, timeout: float = 300, dag_id: str = DAG_ID) -> Watched:
         """Poll a run and its tasks until the run finishes."""
         start, watched = time.monotonic(), Watched("", 0)
         while True:
-            for ti in self.task_instances(run_id):
+            for ti in self.task_instances(run_id, dag_id):
                 watched.seen.setdefault(ti["task_id"], set()).add(ti["state"])
                 if ti["trigger"]:
                     watched.triggers[ti["task_id"], ti["map_index"]] = ti["trigger"]["classpath"]
-            watched.state, watched.seconds = self.dag_run(run_id)["state"], time.monotonic() - start
+            watched.state, watched.seconds = self.dag_run(run_id, dag_id)["state"], time.monotonic() - start
             if watched.state in FINISHED or watched.seconds > timeout:
                 return watched
             time.sleep(0.5)
@@ -371,9 +377,11 @@ class Airflow:
         response.raise_for_status()
         return [run["dag_run_id"] for run in response.json()["dag_runs"]]
 
-    def task_log(self, run_id: str, task_id: str, map_index: int = -1, try_number: int = 1) -> str:
+    def task_log(
+        self, run_id: str, task_id: str, map_index: int = -1, try_number: int = 1, dag_id: str = DAG_ID
+    ) -> str:
         """A task try's log as the UI shows it, the triggerer's part included."""
-        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
         response = self.api("GET", path, params={"map_index": map_index}, headers={"Accept": "application/json"})
         response.raise_for_status()
         return json.dumps(response.json()["content"])
@@ -427,6 +435,7 @@ def airflow(root: Path, venv: Path, database: str, aws: str, request_file: Path)
     home = root / "airflow"
     (home / "dags").mkdir(parents=True)
     shutil.copy(REPO / "dags" / "smx_cross_validation.py", home / "dags")
+    (home / "dags" / f"{MULTI_DAG_ID}.py").write_text(MULTI_DAG_FILE)
     env, url = airflow_environment(home, database, aws, request_file)
     deployment = Airflow(venv, home, env, url, json.loads((home / "passwords.json").read_text())["admin"])
     deployment.cli("db", "migrate")
@@ -434,9 +443,10 @@ def airflow(root: Path, venv: Path, database: str, aws: str, request_file: Path)
     try:
         deployment.start()
         wait_for("every Airflow component to report healthy", deployment.healthy, timeout=180)
-        parsed = lambda: deployment.api("GET", f"/api/v2/dags/{DAG_ID}").ok  # noqa: E731
-        wait_for(f"{DAG_ID} to be parsed", parsed, timeout=120)
-        deployment.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+        for dag_id in (DAG_ID, MULTI_DAG_ID):
+            parsed = lambda dag_id=dag_id: deployment.api("GET", f"/api/v2/dags/{dag_id}").ok  # noqa: E731
+            wait_for(f"{dag_id} to be parsed", parsed, timeout=120)
+            deployment.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
         yield deployment
     finally:
         deployment.stop()

@@ -18,6 +18,7 @@ from tests.e2e.deployment import (
     ARTIFACTS,
     BUCKET,
     DAG_ID,
+    MULTI_DAG_ID,
     POOL_SLOTS,
     SECRET_TEMPLATE,
     Deployment,
@@ -30,8 +31,8 @@ pytestmark = pytest.mark.e2e
 REPORT: dict[str, Any] = {}
 
 
-def start_run(deployment: Deployment, conf: dict[str, Any]) -> str:
-    response = deployment.airflow.trigger(conf)
+def start_run(deployment: Deployment, conf: dict[str, Any], dag_id: str = DAG_ID) -> str:
+    response = deployment.airflow.trigger(conf, dag_id)
     assert response.status_code == 200, response.text
     return response.json()["dag_run_id"]
 
@@ -42,9 +43,9 @@ def mark_failed(deployment: Deployment, run_id: str) -> None:
     assert response.status_code == 200, response.text
 
 
-def diagnose(deployment: Deployment, run_id: str) -> str:
+def diagnose(deployment: Deployment, run_id: str, dag_id: str = DAG_ID) -> str:
     """Why a run did not do what was expected: its tasks, and the scheduler's and triggerer's last lines."""
-    tis = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in deployment.airflow.task_instances(run_id)]
+    tis = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in deployment.airflow.task_instances(run_id, dag_id)]
     tails = {name: deployment.airflow.log(name)[-3000:] for name in ("scheduler", "triggerer")}
     return f"tasks: {tis}\n" + "\n".join(f"--- {name}\n{tail}" for name, tail in tails.items())
 
@@ -74,23 +75,39 @@ def test_airflow_lists_the_provider(deployment: Deployment) -> None:
 
 
 @pytest.mark.parametrize(
-    ("n_splits", "instances", "most_jobs"),
-    [(5, 1, POOL_SLOTS), (3, 2, 1)],
+    ("dag_id", "n_splits", "instances", "most_jobs"),
+    [(DAG_ID, 5, 1, POOL_SLOTS), (MULTI_DAG_ID, 3, 2, 1)],
     ids=["5 folds x 1 instance", "3 folds x 2 instances"],
 )
-def test_a_run_succeeds_within_the_pool(deployment: Deployment, n_splits: int, instances: int, most_jobs: int) -> None:
+def test_a_run_succeeds_within_the_pool(
+    deployment: Deployment, dag_id: str, n_splits: int, instances: int, most_jobs: int
+) -> None:
     name = f"e2e-{n_splits}x{instances}"
-    run_id = start_run(deployment, sagemaker_request(name, n_splits=n_splits, instances=instances))
-    watched = deployment.airflow.watch(run_id)
+    run_id = start_run(deployment, sagemaker_request(name, n_splits=n_splits, instances=instances), dag_id)
+    watched = deployment.airflow.watch(run_id, dag_id=dag_id)
 
-    assert watched.state == "success", diagnose(deployment, run_id)
+    assert watched.state == "success", diagnose(deployment, run_id, dag_id)
     train_task = "train_fold" if instances == 1 else f"train_fold_x{instances}"
+    if dag_id == DAG_ID:  # the plain graph: every task of the run ran, none was skipped
+        assert set(watched.seen) == {
+            "check_request",
+            "split_dataset",
+            "train_fold",
+            "aggregate_results",
+            "stop_unfinished_jobs",
+        }
+        assert all(
+            states <= {"scheduled", "queued", "running", "deferred", "success", "up_for_retry", None}
+            for states in watched.seen.values()
+        ), watched.seen
+    else:  # several fold tasks: the one its folds need ran, the other was skipped
+        assert watched.seen["train_fold"] == {"skipped"} and "success" in watched.seen["train_fold_x2_folds"]
     # Every fold deferred to our trigger, and a deferred task resumes only on its trigger's event,
     # which only a triggerer fires: the waits went through the triggerer.
     assert "deferred" in watched.seen[train_task], watched.seen
     trigger = "airflow_smx.triggers.sagemaker_fold.SageMakerFoldTrainingTrigger"
     assert watched.triggers == {(train_task, fold): trigger for fold in range(n_splits)}
-    folds = [ti for ti in deployment.airflow.task_instances(run_id) if ti["task_id"] == train_task]
+    folds = [ti for ti in deployment.airflow.task_instances(run_id, dag_id) if ti["task_id"] == train_task]
     jobs = deployment.aws.jobs(run_id)
     assert len(jobs) == n_splits
     assert {job["status"] for job in jobs.values()} == {"Completed"}
@@ -100,7 +117,7 @@ def test_a_run_succeeds_within_the_pool(deployment: Deployment, n_splits: int, i
     assert peak["instances"] <= POOL_SLOTS
     assert peak["jobs"] == most_jobs  # the pool, not something else, set the pace
 
-    summary = deployment.airflow.xcom(run_id, "aggregate_results")
+    summary = deployment.airflow.xcom(run_id, "aggregate_results", dag_id)
     assert (summary["n_folds"], summary["succeeded"], summary["failed"]) == (n_splits, n_splits, 0)
     accuracy = [0.80 + 0.02 * fold for fold in range(n_splits)]  # what the AWS endpoint reports per fold
     assert summary["metrics"]["validation:accuracy"]["mean"] == pytest.approx(sum(accuracy) / n_splits)

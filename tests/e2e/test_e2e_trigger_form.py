@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from airflow_smx.form import SECTIONS, form_fields
-from airflow_smx.request import parse_request
+from airflow_smx.core.form import SECTIONS, form_fields
+from airflow_smx.core.policy import Policy
+from airflow_smx.core.request import parse_request
 from tests.e2e.deployment import ARTIFACTS, DAG_ID, Deployment
 
 pytestmark = pytest.mark.e2e
@@ -59,7 +60,7 @@ def page(browser: Browser, deployment: Deployment) -> Iterator[Page]:
 def stored_defaults(deployment: Deployment) -> dict[str, dict[str, Any]]:
     """The form's fields as the deployment builds them from its [smx] request_file."""
     stored = json.loads(Path(deployment.airflow.env["AIRFLOW__SMX__REQUEST_FILE"]).read_text())
-    return form_fields(parse_request(stored))
+    return form_fields(parse_request(stored), Policy())  # the e2e deployment: SageMaker only, as a fresh install
 
 
 def open_section(form: Locator, name: str) -> None:
@@ -103,3 +104,10 @@ def test_the_form_shows_every_field_refuses_a_bad_value_and_triggers_a_run(page:
     watched = deployment.airflow.watch(run_id)
     assert watched.state == "success", watched.seen
     page.screenshot(path=ARTIFACTS / "after-trigger.png")
+
+    # The grid of the finished run: the five tasks it ran, the fold task mapped once per fold
+    page.goto(f"{deployment.airflow.url}/dags/{DAG_ID}/runs/{run_id}")
+    for task_id in ("check_request", "split_dataset", "train_fold", "aggregate_results", "stop_unfinished_jobs"):
+        expect(page.get_by_text(task_id, exact=True).first).to_be_visible()
+    expect(page.get_by_text("fold_tasks", exact=True)).to_have_count(0)  # no group of skipped fold tasks
+    page.screenshot(path=ARTIFACTS / "grid-finished-run.png", full_page=True)
