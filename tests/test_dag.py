@@ -164,3 +164,15 @@ def test_airflow_lists_the_dag_without_import_errors(airflow_db, tmp_path):
     listed = subprocess.run([airflow, "dags", "list", "-l", "-o", "plain"], capture_output=True, text=True, timeout=300)
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "smx_cross_validation" in listed.stdout
+
+
+def test_every_fold_goes_to_exactly_one_fold_task():
+    from airflow_smx.core.job_requests import FoldJob
+    from airflow_smx.dag.tasks import fold_task_of
+
+    tasks = [("sagemaker", 1), ("sagemaker", 2), ("sagemaker", 4), ("local", 1)]
+    for count, expected in ((1, 1), (2, 2), (3, 4), (4, 4)):
+        fold = FoldJob(0, {"TrainingJobName": "j", "ResourceConfig": {"InstanceCount": count}})
+        assert fold_task_of(fold, tasks) == ("sagemaker", expected)
+    local = FoldJob(0, {"TrainingJobName": "j"}, command="train")
+    assert fold_task_of(local, [("sagemaker", 2), ("local", 1)]) == ("local", 1)

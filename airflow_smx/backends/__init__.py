@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from airflow_smx.core.job_requests import FoldJob
+from airflow_smx.core.request import CVRequest
 from airflow_smx.core.results import FoldOutcome
 
 
@@ -36,6 +37,17 @@ class Backend(ABC):
     @abstractmethod
     def task_arguments(self) -> dict[str, Any]:
         """Its ``partial()`` arguments beyond task id and pool (retries, polling)."""
+
+    @abstractmethod
+    def pool_slots(self, request: CVRequest) -> int:
+        """Pool slots each fold of ``request`` takes."""
+
+    def prepare(self, request: CVRequest, trial: str) -> None:  # noqa: B027 (most backends need nothing)
+        """What must exist before the folds train (the split calls it once per run)."""
+
+    @abstractmethod
+    def fold_job(self, request: CVRequest, fold: int, config: dict[str, Any]) -> FoldJob:
+        """The record of one fold's job: what its task is mapped with."""
 
     @abstractmethod
     def outcome(self, fold: FoldJob) -> FoldOutcome:

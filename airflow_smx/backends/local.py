@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from airflow_smx import settings
 from airflow_smx.backends import Backend
 from airflow_smx.core import storage
 from airflow_smx.core.container import record_uri
 from airflow_smx.core.job_requests import FoldJob
+from airflow_smx.core.request import CVRequest
 from airflow_smx.core.results import FoldOutcome
 from airflow_smx.hooks.s3fs_options import storage_options_for
 from airflow_smx.operators.local_fold import LocalFoldTrainingOperator
@@ -20,6 +22,13 @@ class LocalBackend(Backend):
 
     def task_arguments(self) -> dict[str, Any]:
         return {"aws_conn_id": self.aws_conn_id, "retries": 1, "retry_delay": datetime.timedelta(seconds=30)}
+
+    def pool_slots(self, request: CVRequest) -> int:
+        return 1
+
+    def fold_job(self, request: CVRequest, fold: int, config: dict[str, Any]) -> FoldJob:
+        # the command by name: the operator looks it up in the deployment's list itself
+        return FoldJob(fold, config, settings.policy().command_name(request))
 
     def outcome(self, fold: FoldJob) -> FoldOutcome:
         """The record the fold's operator keeps beside its model, failed or not."""

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 from airflow_smx import settings
 from airflow_smx.backends import Backend
 from airflow_smx.core.job_requests import FoldJob, run_tag_value
+from airflow_smx.core.request import CVRequest
 from airflow_smx.core.results import FoldOutcome, clean_description
 from airflow_smx.hooks.sagemaker import CrossValidationSageMakerHook
 from airflow_smx.operators.sagemaker_fold import SageMakerFoldTrainingOperator
@@ -35,6 +36,17 @@ class SageMakerBackend(Backend):
             "retry_exponential_backoff": 2.0,
             "max_retry_delay": datetime.timedelta(minutes=15),
         }
+
+    def pool_slots(self, request: CVRequest) -> int:
+        return request.training.instance_count
+
+    def prepare(self, request: CVRequest, trial: str) -> None:
+        """The run's SageMaker Experiments trial, as SMX-Validator kept it."""
+        if request.experiment.enabled:
+            self.hook.ensure_trial(request.experiment_name, trial, [t.model_dump() for t in request.tags])
+
+    def fold_job(self, request: CVRequest, fold: int, config: dict[str, Any]) -> FoldJob:
+        return FoldJob(fold, config)
 
     def outcome(self, fold: FoldJob) -> FoldOutcome:
         try:

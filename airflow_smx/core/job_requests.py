@@ -143,8 +143,9 @@ class FoldJob:
         return "local" if self.command else "sagemaker"
 
     @property
-    def instance_count(self) -> int:
-        return int(self.config.get("ResourceConfig", {}).get("InstanceCount", 1))
+    def pool_slots(self) -> int:
+        """ml instances its job holds (a local fold's process counts as one)."""
+        return 1 if self.command else int(self.config.get("ResourceConfig", {}).get("InstanceCount", 1))
 
     def kwargs(self) -> dict[str, Any]:
         """What the fold's operator is mapped with (``expand_kwargs``): JSON, no more."""

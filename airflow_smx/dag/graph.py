@@ -114,7 +114,9 @@ def cross_validation_dag(
                 source = folds
                 if group:
                     selector = select_folds.override(task_id=f"{task_id}_folds")
-                    source = selector(folds, fold_task.backend, fold_task.slots, list(sizes))
+                    source = selector(
+                        folds, (fold_task.backend, fold_task.slots), [(t.backend, t.slots) for t in tasks]
+                    )
                 trainers.append(
                     trainer.operator.partial(
                         task_id=task_id,

@@ -25,7 +25,6 @@ from airflow_smx.core.request import CVRequest, RequestError, in_user_terms, par
 from airflow_smx.core.results import cv_result, report
 from airflow_smx.core.smx_validator import is_smx_validator_input
 from airflow_smx.hooks.s3fs_options import storage_options_for
-from airflow_smx.hooks.sagemaker import CrossValidationSageMakerHook
 
 RESULT_ASSET = Asset(name="smx_cross_validation_result", uri="smx://cross-validation/result")
 
@@ -64,10 +63,11 @@ def check_request(stored: dict[str, Any] | None = None, largest_slot: int = 1, *
         raw, original = request_of(dag_run.conf or stored or {}, dict(context["params"]))
         request = parse_request(raw, default_backend=policy.default_backend)
         problems = policy.problems(request)
-        if request.backend == "sagemaker" and request.training.instance_count > largest_slot:
+        slots = backend(request.backend, settings.get("aws_conn_id")).pool_slots(request)
+        if slots > largest_slot:
             problems.append(
-                f"training.ResourceConfig.InstanceCount: {request.training.instance_count} is above the "
-                f"{largest_slot} pool slots this DAG's fold tasks take ([smx] slot_sizes)"
+                f"training.ResourceConfig.InstanceCount: {slots} is above the {largest_slot} pool slots "
+                "this DAG's fold tasks take ([smx] slot_sizes)"
             )
         if problems:
             raise RequestError(in_user_terms(problems, raw))
@@ -101,39 +101,35 @@ def split_dataset_task(run: dict[str, Any]) -> list[dict[str, Any]]:
         )
     except SplitError as error:
         raise AirflowFailException(f"cannot split: {error}") from None
-    if request.experiment.enabled and request.backend == "sagemaker":
-        hook = CrossValidationSageMakerHook(aws_conn_id=settings.get("aws_conn_id"))
-        hook.ensure_trial(
-            request.experiment_name, trial_name(request.name, when, run["key"]), [t.model_dump() for t in request.tags]
-        )
+    trainer = backend(request.backend, settings.get("aws_conn_id"))
+    trainer.prepare(request, trial_name(request.name, when, run["key"]))
     role = settings.get("role_arn") or None
-    # the local command by name: its operator looks it up in the deployment's list itself
-    command = settings.policy().command_name(request) if request.backend == "local" else None
     return [
-        FoldJob(
-            f.index, fold_training_config(request, plan, f, when, run["run_id"], role, run["key"]), command
+        trainer.fold_job(
+            request, f.index, fold_training_config(request, plan, f, when, run["run_id"], role, run["key"])
         ).kwargs()
         for f in plan.folds
     ]
 
 
-def slot_size(instance_count: int, sizes: tuple[int, ...]) -> int:
-    """The pool slots of the fold task that trains a job of ``instance_count`` instances."""
-    return next(size for size in sorted(sizes) if size >= instance_count)
+def fold_task_of(fold: FoldJob, fold_tasks: list[tuple[str, int]]) -> tuple[str, int]:
+    """Which of the DAG's fold tasks, (backend, pool slots), trains ``fold``: its backend's
+    smallest that holds its instances (check_request refused a fold that none holds)."""
+    sizes = sorted(slots for backend_name, slots in fold_tasks if backend_name == fold.backend)
+    return fold.backend, next((size for size in sizes if size >= fold.pool_slots), sizes[-1])
 
 
 @task
-def select_folds(folds: list[dict[str, Any]], backend_name: str, slots: int, sizes: list[int]) -> list[dict[str, Any]]:
-    """The folds one of several fold tasks maps over: its backend's, taking ``slots`` pool slots.
+def select_folds(
+    folds: list[dict[str, Any]], fold_task: tuple[str, int], fold_tasks: list[tuple[str, int]]
+) -> list[dict[str, Any]]:
+    """The folds ``fold_task`` maps over, when the DAG has several fold tasks.
 
     Airflow maps a task only over another task's whole return value, and fixes pool_slots per
-    task, so a DAG with several fold tasks routes each fold to one of them here.
+    task, so each fold is routed to exactly one fold task here.
     """
-    chosen = []
-    for fold in map(lambda f: FoldJob(**f), folds):
-        if fold.backend == backend_name and (fold.command or slot_size(fold.instance_count, tuple(sizes)) == slots):
-            chosen.append(fold.kwargs())
-    return chosen
+    routed = [FoldJob(**f) for f in folds]
+    return [fold.kwargs() for fold in routed if fold_task_of(fold, fold_tasks) == tuple(fold_task)]
 
 
 @task(trigger_rule="all_done", outlets=[RESULT_ASSET], multiple_outputs=False)
