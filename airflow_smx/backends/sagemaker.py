@@ -32,9 +32,9 @@ class SageMakerBackend(Backend):
             "aws_conn_id": self.aws_conn_id,
             "check_interval": int(settings.get("check_interval")),
             "retries": 6,
-            "retry_delay": datetime.timedelta(minutes=1),
+            "retry_delay": datetime.timedelta(seconds=30),
             "retry_exponential_backoff": 2.0,
-            "max_retry_delay": datetime.timedelta(minutes=15),
+            "max_retry_delay": datetime.timedelta(minutes=10),
         }
 
     def pool_slots(self, request: CVRequest) -> int:
