@@ -41,6 +41,7 @@ report = {
 pathlib.Path(os.environ["REPORT_FILE"]).write_text(json.dumps(report))
 print("score=0.5"); print("score=0.75")
 (pathlib.Path(os.environ["SM_MODEL_DIR"]) / "weights.txt").write_text("w")
+(pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"]) / "evaluation.json").write_text('{"score": 0.75}')
 if os.environ.get("FAIL"):
     (base / "output/failure").write_text("ValueError: bad input")
     sys.exit(1)
@@ -104,6 +105,8 @@ def test_the_container_contract_metrics_and_model(tmp_path, deploy, monkeypatch)
     model = Path(result["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("file://"))
     with tarfile.open(model) as archive:
         assert archive.getnames() == ["weights.txt"]
+    with tarfile.open(model.parent / "output.tar.gz") as archive:  # output/data, beside the model as SageMaker puts it
+        assert json.load(archive.extractfile("evaluation.json")) == {"score": 0.75}
     assert json.loads(Path(record_uri(config).removeprefix("file://")).read_text()) == result
 
 

@@ -106,7 +106,7 @@ def final_metrics(lines: list[str], definitions: list[dict[str, str]], when: dat
 
 
 def pack_model(model_dir: Path, archive: Path) -> None:
-    """model/ as model.tar.gz, as SageMaker uploads it."""
+    """A folder's contents as a .tar.gz, as SageMaker uploads model/ and output/data/."""
     with tarfile.open(archive, "w:gz") as tar:
         for item in sorted(model_dir.iterdir()):
             tar.add(item, arcname=item.name)

@@ -129,15 +129,18 @@ class LocalFoldTrainingOperator(BaseOperator):
             returncode, matched, tail = self._run(command, base, env, definitions)
             ended = datetime.now(UTC)
             reason = container.failure_reason(base, returncode, list(tail))
-            artifacts = None
-            if reason is None:
-                archive = base / "model.tar.gz"
-                container.pack_model(base / "model", archive)
-                artifacts = storage.join(
-                    self.config["OutputDataConfig"]["S3OutputPath"], self.job_name, "output", "model.tar.gz"
-                )
-                storage.upload(archive, artifacts, options)
+            # as SageMaker does: output/data/ (evaluation files) as output.tar.gz, model/ as model.tar.gz
+            self._upload(base / "output" / "data", "output.tar.gz", options)
+            artifacts = self._upload(base / "model", "model.tar.gz", options) if reason is None else None
         return self._record(started, ended, reason, container.final_metrics(matched, definitions, ended), artifacts)
+
+    def _upload(self, folder: Path, name: str, options: dict[str, Any]) -> str:
+        """``folder`` packed as ``name`` under ``{S3OutputPath}/{job}/output/``; its URI."""
+        archive = folder.parent / f"{folder.name}.tar.gz"
+        container.pack_model(folder, archive)
+        uri = storage.join(self.config["OutputDataConfig"]["S3OutputPath"], self.job_name, "output", name)
+        storage.upload(archive, uri, options)
+        return uri
 
     def _run(
         self, command: LocalCommand, base: Path, env: dict[str, str], definitions: list[dict[str, str]]
