@@ -60,13 +60,14 @@ def test_every_s3_location_anywhere_in_the_request_is_held_to_the_prefixes():
     [
         ("s3://bucket/cv/../secrets/x", "must not contain . or .. path segments"),
         ("s3://bucket/cv/%2e%2e/secrets/x", "must not contain . or .. path segments"),
-        ("S3://other-bucket/x", "uses a scheme other than s3:// or file://"),
-        ("s3a://other-bucket/x", "uses a scheme other than s3:// or file://"),
-        ("https://other-bucket.s3.us-east-1.amazonaws.com/x", "uses a scheme other than s3:// or file://"),
-        ("https://s3.amazonaws.com/evil/x", "uses a scheme other than s3:// or file://"),
+        ("S3://other-bucket/x", "must be a whole s3:// URI"),
+        ("s3a://other-bucket/x", "must be a whole s3:// URI"),
+        ("https://other-bucket.s3.us-east-1.amazonaws.com/x", "must be a whole s3:// URI"),
+        ("https://s3.amazonaws.com/evil/x", "must be a whole s3:// URI"),
         ("s3://bucket/cv,other/x", "is outside the allowed prefixes"),  # a comma does not end a URI
+        ("s3://bucket/cv other/x", "must be a whole s3:// URI"),  # nor does whitespace, in a location
         ("s3://bucket/cv/a,/../../x", "must not contain . or .. path segments"),
-        ("/tmp/pwned", "must be an s3:// URI"),
+        ("/tmp/pwned", "must be a whole s3:// URI"),
     ],
 )
 def test_a_uri_that_could_escape_its_prefix_is_refused(uri, why):
@@ -118,6 +119,58 @@ def test_spend_is_bounded_by_type_count_runtime_and_the_worst_case():
     assert problems(sagemaker_request(StoppingCondition={}), strict) == [
         "training.StoppingCondition.MaxRuntimeInSeconds: not set, so SageMaker's default 86400 is above "
         "[smx] max_runtime_seconds 7200"
+    ]
+
+
+def test_free_text_is_searched_for_every_storage_uri_but_may_hold_other_urls():
+    refused = sagemaker_request(
+        HyperParameters={"data": "s3://bucket/cv/x,s3://evil/y", "weights": "https://evil.s3.amazonaws.com/w"}
+    )
+    assert problems(refused) == [
+        "training.HyperParameters.data: s3://evil/y is outside the allowed prefixes ([smx] allowed_prefixes: s3://bucket/cv)",
+        "training.HyperParameters.weights: https://evil.s3.amazonaws.com... is an https URL of S3: give it as s3://bucket/key",
+    ]
+    ordinary = sagemaker_request(
+        HyperParameters={
+            "model_id": "hf://bert-base-uncased",
+            "tokenizer": "https://huggingface.co/bert",
+            "step": "a:/b",
+        },
+        Environment={"PIP_INDEX_URL": "https://pypi.example.com/simple", "HTTPS_PROXY": "http://proxy:3128"},
+        AlgorithmSpecification={
+            "TrainingImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/x@sha256:" + "a" * 64,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [{"Name": "acc", "Regex": "acc:/?([0-9.]+)"}],
+        },
+    )
+    ordinary["tags"] = [{"Key": "docs", "Value": "https://wiki.example.com/cv"}]
+    assert problems(ordinary) == []
+
+
+def test_numbers_the_bounds_are_computed_from_must_be_whole():
+    conf = sagemaker_request(StoppingCondition={"MaxRuntimeInSeconds": "1e9"})
+    conf["training"]["ResourceConfig"] = {
+        "InstanceType": "ml.m5.large",
+        "VolumeSizeInGB": 5.0,
+        "KeepAlivePeriodInSeconds": -1,
+    }
+    with pytest.raises(RequestError) as caught:
+        parse_request(conf)
+    assert caught.value.problems == [
+        "training.ResourceConfig.KeepAlivePeriodInSeconds: must be a whole number >= 0, got -1",
+        "training.ResourceConfig.VolumeSizeInGB: must be a whole number >= 1, got 5.0",
+        "training.StoppingCondition.MaxRuntimeInSeconds: must be a whole number >= 1, got '1e9'",
+    ]
+
+
+def test_rule_evaluator_instances_count_in_the_worst_case():
+    rules = [
+        {"RuleConfigurationName": f"r{i}", "RuleEvaluatorImage": "x", "InstanceType": "ml.m5.xlarge"} for i in range(20)
+    ]
+    conf = sagemaker_request(DebugRuleConfigurations=rules)
+    assert problems(conf) == [
+        "training: worst case 5 folds x (1 x ml.m5.xlarge + 20 rule instances) x 1 h = 105 instance-hours, "
+        "above [smx] max_instance_hours 100"
     ]
 
 

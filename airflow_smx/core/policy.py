@@ -5,8 +5,10 @@ deployment (``[smx]`` options, read by :mod:`airflow_smx.settings`) sets the bou
 request is held to them in ``check_request``, before any write or job, and each refusal names
 the field, the value and the option that bounds it.
 
-- **Storage**: every URI anywhere in the request (found by walking it, not by listing fields,
-  so a CreateTrainingJob field added later is covered too) must lie under an allowed prefix.
+- **Storage**: every storage URI anywhere in the request (found by walking it, not by listing
+  fields, so a CreateTrainingJob field added later is covered too) must lie under an allowed
+  prefix, and every location field (``input.uri``, ``output_uri``, ``*S3Uri``,
+  ``*S3OutputPath``) must be one such URI, whole.
 - **Roles**: a request may name only a role the deployment lists.
 - **Spend**: allowed instance types, instances per job, the longest run, and a ceiling on the
   run's worst-case instance-hours.
@@ -26,14 +28,18 @@ from typing import Any
 from airflow_smx.core.job_requests import SAGEMAKER_DEFAULT_RUNTIME
 from airflow_smx.core.request import CVRequest
 
-# Storage URIs SageMaker, s3fs or fsspec would follow, wherever they appear in a string.
-# Any URI, whatever its scheme, wherever it appears in a string; only s3:// and file:// pass (https
-# URLs of S3, which SageMaker's S3Uri fields accept, and every fsspec protocol are refused). A URI
-# runs to the next whitespace or quote, so "s3://b/cv,/../x" is checked whole.
-URI = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*:/[^\s\"']*")
-STORAGE_URI = re.compile(r"(?:s3|file)://[^\s\"']+")
-# Fields SageMaker (or the local backend) reads or writes as a location: they must be s3:// or file://.
-LOCATION_FIELD = re.compile(r"(S3Uri|S3OutputPath|ManifestS3Uri)$")
+# Fields airflow-smx, SageMaker or the local backend read or write as a location: each must be,
+# whole, an s3:// (or file://) URI under a prefix: no other scheme (SageMaker's S3Uri fields also
+# take https, fsspec many protocols), no bare path, no whitespace, quote or control character.
+LOCATION_FIELD = re.compile(r"^(input\.uri|output_uri)$|(S3Uri|S3OutputPath|ManifestS3Uri)$")
+STORAGE_URI = re.compile(r"(?:s3|file)://[^\s\"'\x00-\x1f\x7f]+")
+# Anywhere else (hyperparameters, environment, tags), every storage URI is checked from each place
+# one starts to the next whitespace or quote, so "s3://b/cv,/../x" and "s3://b/cv/x,s3://evil/y"
+# are caught; https URLs of S3 objects must be given as s3://. Other URLs (a model hub, a proxy)
+# are not storage airflow-smx or SageMaker use for the run: they pass.
+STORAGE_START = re.compile(r"(?:s3|s3a|s3n|file):/", re.IGNORECASE)
+URL = re.compile(r"https?://[^\s\"'/]+", re.IGNORECASE)
+S3_HOST = re.compile(r"(^|[.-])s3([.-].*)?\.amazonaws\.com(\.cn)?$", re.IGNORECASE)
 COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # The local child's environment is built from nothing: the worker's own (Airflow config,
 # connections, AWS credentials) is not inherited. These few are passed for a sane process.
@@ -128,17 +134,32 @@ class Policy:
         return request.local.command or ""
 
     def _storage_problems(self, request: CVRequest) -> Iterator[str]:
-        listed = ", ".join(self.allowed_prefixes) if self.allowed_prefixes else "none: set [smx] allowed_prefixes"
         for path, text, is_key in _strings(request.model_dump(mode="json", exclude_none=True)):
-            if not is_key and LOCATION_FIELD.search(path) and not URI.fullmatch(text):
-                yield f"{path}: {text} must be an s3:// URI (file:// for the local backend)"
-            for match in URI.finditer(text):
-                uri = match.group()
-                problem = _uri_problem(uri)
+            if not is_key and LOCATION_FIELD.search(path):
+                problem = self._uri_problem(text)
+                if problem:
+                    yield f"{path}: {text if STORAGE_URI.fullmatch(text) else repr(text)} {problem}"
+                continue
+            for start in STORAGE_START.finditer(text):
+                uri = re.split(r"[\s\"']", text[start.start() :], maxsplit=1)[0]
+                problem = self._uri_problem(uri)
                 if problem:
                     yield f"{path}: {uri} {problem}"
-                elif not any(_under(uri, prefix) for prefix in self.allowed_prefixes):
-                    yield f"{path}: {uri} is outside the allowed prefixes ([smx] allowed_prefixes: {listed})"
+            for url in URL.finditer(text):
+                if S3_HOST.search(url.group().split("://", 1)[1].split(":")[0]):
+                    yield f"{path}: {url.group()}... is an https URL of S3: give it as s3://bucket/key"
+
+    def _uri_problem(self, uri: str) -> str | None:
+        """Why ``uri`` may not be used by a request, if it may not."""
+        if not STORAGE_URI.fullmatch(uri):
+            return "must be a whole s3:// URI (file:// for the local backend)"
+        problem = _uri_problem(uri)
+        if problem:
+            return problem
+        if not any(_under(uri, prefix) for prefix in self.allowed_prefixes):
+            listed = ", ".join(self.allowed_prefixes) if self.allowed_prefixes else "none: set [smx] allowed_prefixes"
+            return f"is outside the allowed prefixes ([smx] allowed_prefixes: {listed})"
+        return None
 
     def _local_problems(self, request: CVRequest) -> list[str]:
         if not self.local_commands:
@@ -217,13 +238,18 @@ class Policy:
 
     def _spend_problems(self, request: CVRequest) -> list[str]:
         jobs, count = request.cv.n_folds, request.training.instance_count
+        # each Debugger/Profiler rule runs one more instance alongside the job, as long as it
+        rules = len(request.training.DebugRuleConfigurations or []) + len(
+            request.training.ProfilerRuleConfigurations or []
+        )
         kind = (request.training.ResourceConfig or {}).get("InstanceType", "?")
         seconds = max_runtime(request) + warm_pool_seconds(request)
-        hours = jobs * count * seconds / 3600
+        hours = jobs * (count + rules) * seconds / 3600
         if hours <= self.max_instance_hours:
             return []
+        instances = f"({count} x {kind} + {rules} rule instances)" if rules else f"{count} x {kind}"
         return [
-            f"training: worst case {jobs} folds x {count} x {kind} x {seconds / 3600:g} h = {hours:g} "
+            f"training: worst case {jobs} folds x {instances} x {seconds / 3600:g} h = {hours:g} "
             f"instance-hours, above [smx] max_instance_hours {self.max_instance_hours:g}"
         ]
 
@@ -267,9 +293,9 @@ def _strings(node: Any, path: str = "") -> Iterator[tuple[str, str, bool]]:
 
 
 def _uri_problem(uri: str) -> str | None:
-    """Why a URI cannot be held to a prefix, if it cannot."""
+    """Why a storage URI cannot be held to a prefix, if it cannot."""
     if not STORAGE_URI.fullmatch(uri):
-        return "uses a scheme other than s3:// or file:// (no other storage or URL may appear in a request)"
+        return "uses a scheme other than s3:// or file://"
     scheme, rest = uri.split("://", 1)
     if scheme == "file" and not rest.startswith("/"):
         return "must be file:///absolute/path"

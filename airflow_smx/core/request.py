@@ -27,6 +27,13 @@ RESERVED_TAGS = ("fold_name", "crossvalidator_job_name", "created_by", "airflow_
 MAX_USER_TAGS = 50 - len(RESERVED_TAGS)
 JSON_EXTENSIONS = (".jsonl", ".json", ".ndjson", ".manifest")
 CSV_EXTENSIONS = (".csv", ".txt")
+# numbers the deployment's bounds and the operator's timeout are computed from: (section, key, least)
+WHOLE_NUMBERS = (
+    ("StoppingCondition", "MaxRuntimeInSeconds", 1),
+    ("StoppingCondition", "MaxWaitTimeInSeconds", 1),
+    ("ResourceConfig", "VolumeSizeInGB", 1),
+    ("ResourceConfig", "KeepAlivePeriodInSeconds", 0),
+)
 MANAGED_TRAINING_FIELDS = ("TrainingJobName", "InputDataConfig", "ExperimentConfig", "Tags")
 
 
@@ -341,6 +348,10 @@ class TrainingSpec(_Model):
     @model_validator(mode="after")
     def _check_resources(self) -> TrainingSpec:
         problems = []
+        for section, key, least in WHOLE_NUMBERS:
+            value = (getattr(self, section) or {}).get(key)
+            if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+                problems.append(_problem((section, key), f"must be a whole number >= {least}", value))
         count = (self.ResourceConfig or {}).get("InstanceCount", 1)
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             problems.append(_problem(("ResourceConfig", "InstanceCount"), "must be an integer >= 1", count))
