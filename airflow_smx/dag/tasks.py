@@ -152,7 +152,7 @@ def aggregate_results(run: dict[str, Any], folds: list[dict[str, Any]], **contex
     return summary
 
 
-@task(retries=2, retry_delay=datetime.timedelta(seconds=30))
+@task(retries=5, retry_delay=datetime.timedelta(seconds=30), retry_exponential_backoff=2.0)
 def stop_unfinished_jobs(**context: Any) -> list[str]:
     """Teardown: stop this run's training jobs still running once its fold tasks are over.
 
