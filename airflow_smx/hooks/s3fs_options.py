@@ -1,4 +1,10 @@
-"""fsspec options for S3 from an Airflow AWS connection, so the fold engine uses its credentials."""
+"""fsspec options for S3 from an Airflow AWS connection, so the fold engine uses its credentials.
+
+The options carry the connection's aiobotocore session, as the amazon provider's object storage
+(``airflow.providers.amazon.aws.fs.s3``) does, not a copy of its keys: role credentials
+(assumed roles, MWAA's execution role) expire, often within an hour, and a session refreshes
+them, so a long split does not fail halfway with ExpiredToken.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +16,12 @@ from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 def s3_storage_options(aws_conn_id: str | None) -> dict[str, Any]:
     """s3fs keyword arguments carrying the connection's credentials, region and endpoint."""
     hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
-    credentials = hook.get_credentials()
     client_kwargs = {
         k: v
         for k, v in {"region_name": hook.conn_region_name, "endpoint_url": hook.conn_config.endpoint_url}.items()
         if v
     }
-    options: dict[str, Any] = {"key": credentials.access_key, "secret": credentials.secret_key}
-    if credentials.token:
-        options["token"] = credentials.token
+    options: dict[str, Any] = {"session": hook.get_session(deferrable=True)}
     if client_kwargs:
         options["client_kwargs"] = client_kwargs
     return options
