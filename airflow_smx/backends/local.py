@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from functools import cached_property
 from typing import Any
 
 from airflow_smx import settings
@@ -10,9 +11,10 @@ from airflow_smx.backends import Backend
 from airflow_smx.core import storage
 from airflow_smx.core.container import record_uri
 from airflow_smx.core.job_requests import FoldJob
+from airflow_smx.core.policy import Policy
 from airflow_smx.core.request import CVRequest
 from airflow_smx.core.results import FoldOutcome
-from airflow_smx.hooks.s3fs_options import storage_options_for
+from airflow_smx.hooks.s3fs_options import s3_storage_options
 from airflow_smx.operators.local_fold import LocalFoldTrainingOperator
 
 
@@ -26,14 +28,22 @@ class LocalBackend(Backend):
     def pool_slots(self, request: CVRequest) -> int:
         return 1
 
+    @cached_property
+    def policy(self) -> Policy:
+        return settings.policy()
+
+    @cached_property
+    def s3_options(self) -> dict[str, Any]:
+        return s3_storage_options(self.aws_conn_id)  # one session for every fold's record
+
     def fold_job(self, request: CVRequest, fold: int, config: dict[str, Any]) -> FoldJob:
         # the command by name: the operator looks it up in the deployment's list itself
-        return FoldJob(fold, config, settings.policy().command_name(request))
+        return FoldJob(fold, config, self.policy.command_name(request))
 
     def outcome(self, fold: FoldJob) -> FoldOutcome:
         """The record the fold's operator keeps beside its model, failed or not."""
         uri = record_uri(fold.config)
-        fs, path = storage.filesystem(uri, storage_options_for(self.aws_conn_id, uri))
+        fs, path = storage.filesystem(uri, self.s3_options if uri.startswith("s3://") else {})
         if not fs.exists(path):
             return FoldOutcome(fold.fold, fold.job_name, None, error="the fold's process never ran")
         return FoldOutcome(fold.fold, fold.job_name, storage.read_json(fs, path))

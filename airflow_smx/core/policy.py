@@ -209,12 +209,13 @@ class Policy:
                 "use InstanceType and InstanceCount"
             )
         # every instance a job may start: ResourceConfig's, and the Debugger/Profiler rule evaluators'
-        for path, kind in _values(request.training.model_dump(mode="json", exclude_none=True), "InstanceType"):
+        training = request.training.model_dump(mode="json", exclude_none=True)
+        for path, kind in _values(training, "InstanceType"):
             if not any(fnmatch.fnmatchcase(str(kind), pattern) for pattern in self.instance_types):
                 problems.append(
                     f"training.{path}: {kind} is not allowed ([smx] instance_types: {', '.join(self.instance_types)})"
                 )
-        for path, size in _values(request.training.model_dump(mode="json", exclude_none=True), "VolumeSizeInGB"):
+        for path, size in _values(training, "VolumeSizeInGB"):
             if not isinstance(size, int) or size > self.max_volume_gb:
                 problems.append(f"training.{path}: {size} is above [smx] max_volume_gb {self.max_volume_gb}")
         count = request.training.instance_count
@@ -265,31 +266,27 @@ def warm_pool_seconds(request: CVRequest) -> int:
     return int((request.training.ResourceConfig or {}).get("KeepAlivePeriodInSeconds", 0))
 
 
-def _values(node: Any, key: str, path: str = "") -> Iterator[tuple[str, Any]]:
-    """Every value of ``key`` anywhere in a JSON value, with its field path."""
+def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Any, bool]]:
+    """Every value in a JSON value, depth first, and every key: (field path, value or key, is a key)."""
+    yield path, node, False
     if isinstance(node, Mapping):
-        for name, value in node.items():
-            child = f"{path}.{name}" if path else str(name)
-            if name == key:
-                yield child, value
-            yield from _values(value, key, child)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _values(value, key, f"{path}.{index}")
-
-
-def _strings(node: Any, path: str = "") -> Iterator[tuple[str, str, bool]]:
-    """Every string in a JSON value, keys too: (field path, text, whether it is a key)."""
-    if isinstance(node, str):
-        yield path or "(request)", node, False
-    elif isinstance(node, Mapping):
         for key, value in node.items():
             child = f"{path}.{key}" if path else str(key)
             yield child, str(key), True
-            yield from _strings(value, child)
+            yield from _walk(value, child)
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            yield from _strings(value, f"{path}.{index}")
+            yield from _walk(value, f"{path}.{index}")
+
+
+def _values(node: Any, key: str) -> Iterator[tuple[str, Any]]:
+    """Every value of ``key`` anywhere in a JSON value, with its field path."""
+    return ((path, value) for path, value, is_key in _walk(node) if not is_key and path.rsplit(".", 1)[-1] == key)
+
+
+def _strings(node: Any) -> Iterator[tuple[str, str, bool]]:
+    """Every string in a JSON value, keys too: (field path, text, whether it is a key)."""
+    return ((path or "(request)", text, is_key) for path, text, is_key in _walk(node) if isinstance(text, str))
 
 
 def _uri_problem(uri: str) -> str | None:
