@@ -1,9 +1,11 @@
 """moto's SageMaker, filled in where it falls short of the real service.
 
-moto completes every training job at creation, has no StopTrainingJob, never refuses a
-create, and answers DescribeExperiment for a missing experiment with an HTTP 500. The fake records every create and stop, starts jobs InProgress, lets a test drive a job
-to its end with metrics and billing, and can refuse creates with ResourceLimitExceeded. It
-patches moto's backend and responses classes, so it works through moto's server as well.
+moto completes every training job at creation, has no StopTrainingJob, silently overwrites a
+job created twice, and answers DescribeExperiment for a missing experiment with an HTTP 500. The
+fake records every create and stop, starts jobs InProgress, refuses a second job of one name
+(ResourceInUse), lets a test drive a job to its end with metrics and billing, and can refuse
+creates with ResourceLimitExceeded. It patches moto's backend and responses classes, so it works
+through moto's server as well.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 from typing import Any
 
 from moto.sagemaker import models, responses
-from moto.sagemaker.exceptions import ResourceNotFound, SagemakerClientError, ValidationError
+from moto.sagemaker.exceptions import ResourceInUseException, ResourceNotFound, SagemakerClientError, ValidationError
 
 
 class LimitExceeded(SagemakerClientError):
@@ -22,22 +24,36 @@ class LimitExceeded(SagemakerClientError):
         super().__init__("The account-level service limit 'ml.m5.large for training job usage' is 1 Instances")
 
 
+class Throttled(SagemakerClientError):
+    code = "ThrottlingException"
+
+    def __init__(self) -> None:
+        super().__init__("Rate exceeded")
+
+
 class FakeSageMaker:
     def __init__(self, monkeypatch: Any):
         self.creates: list[dict[str, Any]] = []
         self.stops: list[str] = []
         self.describes: dict[str, int] = {}  # DescribeTrainingJob calls per job: a test waits on them
         self.refuse_creates = 0
+        self.before_create: Any = None  # called with the job name before a create: a racing client
+        self.fault: Any = None  # called with the operation's name before each training-job call: may raise
         self.lock = threading.Lock()
         original_create = models.SageMakerModelBackend.create_training_job
         fake = self
 
         def create_training_job(backend, training_job_name, *args, **kwargs):
+            fake.call("CreateTrainingJob")
+            if fake.before_create is not None:
+                fake.before_create(training_job_name)
             with fake.lock:
                 fake.creates.append({"name": training_job_name, **kwargs})
                 if fake.refuse_creates:
                     fake.refuse_creates -= 1
                     raise LimitExceeded()
+                if training_job_name in backend.training_jobs:
+                    raise ResourceInUseException(message=f"Training job {training_job_name} already exists")
             result = original_create(backend, training_job_name, *args, **kwargs)
             job = backend.training_jobs[training_job_name]
             job.training_job_status, job.secondary_status = "InProgress", "Training"
@@ -46,6 +62,7 @@ class FakeSageMaker:
             return result
 
         def stop_training_job(backend, training_job_name):
+            fake.call("StopTrainingJob")
             job = backend.training_jobs.get(training_job_name)
             if job is None:
                 raise ValidationError(message="Requested resource not found.")
@@ -64,9 +81,16 @@ class FakeSageMaker:
         original_describe_job = models.SageMakerModelBackend.describe_training_job
 
         def describe_training_job(backend, training_job_name):
+            fake.call("DescribeTrainingJob")
             with fake.lock:
                 fake.describes[training_job_name] = fake.describes.get(training_job_name, 0) + 1
             return original_describe_job(backend, training_job_name)
+
+        original_list_tags = models.SageMakerModelBackend.list_tags
+
+        def list_tags(backend, arn):
+            fake.call("ListTags")
+            return original_list_tags(backend, arn)
 
         original_describe_experiment = models.SageMakerModelBackend.describe_experiment
 
@@ -75,11 +99,16 @@ class FakeSageMaker:
                 raise ResourceNotFound(message=f"Experiment '{experiment_name}' does not exist.")
             return original_describe_experiment(backend, experiment_name)
 
+        monkeypatch.setattr(models.SageMakerModelBackend, "list_tags", list_tags)
         monkeypatch.setattr(models.SageMakerModelBackend, "describe_experiment", describe_experiment)
         monkeypatch.setattr(models.SageMakerModelBackend, "describe_training_job", describe_training_job)
         monkeypatch.setattr(models.SageMakerModelBackend, "create_training_job", create_training_job)
         monkeypatch.setattr(models.SageMakerModelBackend, "stop_training_job", stop_training_job, raising=False)
         monkeypatch.setattr(responses.SageMakerResponse, "stop_training_job", stop_response, raising=False)
+
+    def call(self, operation: str) -> None:
+        if self.fault is not None:
+            self.fault(operation)
 
     def job(self, name: str) -> Any:
         return self.backend.training_jobs[name]

@@ -110,7 +110,7 @@ def test_the_container_contract_metrics_and_model(tmp_path, deploy, monkeypatch)
     assert json.loads(Path(record_uri(config).removeprefix("file://")).read_text()) == result
 
 
-def test_a_failure_is_reported_with_the_scripts_reason_and_a_completed_fold_is_reused(tmp_path, deploy):
+def test_a_failure_is_final_a_clear_trains_a_new_attempt_and_a_completed_fold_is_reused(tmp_path, deploy):
     env = {"REPORT_FILE": str(tmp_path / "report.json")}
     probe = [sys.executable, "-c", PROBE]
     deploy(
@@ -120,11 +120,19 @@ def test_a_failure_is_reported_with_the_scripts_reason_and_a_completed_fold_is_r
     with pytest.raises(AirflowFailException, match="ValueError: bad input"):
         operator(config, "failing").execute({})
     record = json.loads(Path(record_uri(config).removeprefix("file://")).read_text())
-    assert record["TrainingJobStatus"] == "Failed" and record["FailureReason"] == "ValueError: bad input"
+    assert (
+        record["TrainingJobStatus"] == "Failed" and record["FailureReason"] == "AlgorithmError: ValueError: bad input"
+    )
     deploy(probe={"command": probe, "env": env}, exit3=[sys.executable, "-c", "exit(3)"])
-    first = operator(config, "probe").execute({})  # the retry trains again: the fold had failed
+    first = operator(config, "probe").execute({})  # the user clears it: a new attempt trains
+    assert first["TrainingJobName"] == f"{config['TrainingJobName']}-r2"
+    assert {"Key": "airflow_smx_attempt", "Value": "2"} in first["Tags"]
     again = operator(config, "exit3").execute({})  # re-used, not rerun
     assert again == first and first["TrainingJobStatus"] == "Completed"
+    changed = {**config, "Tags": [*config["Tags"], {"Key": "airflow_smx_folds", "Value": "other"}]}
+    with pytest.raises(AirflowFailException, match="exit code 3"):  # the folds changed: trains again
+        operator(changed, "exit3").execute({})
+    assert Path(record_uri({**config, "TrainingJobName": f"{config['TrainingJobName']}-r3"})[7:]).exists()
 
 
 def test_a_command_the_deployment_does_not_list_never_runs(tmp_path, deploy):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from airflow_smx.core.naming import VALID_NAME, cv_run_id, training_job_name, trial_name
+from airflow_smx.core.naming import VALID_NAME, attempt_name, cv_run_id, training_job_name, trial_name
 
 WHEN = datetime(2026, 11, 29, 16, 59, 41, tzinfo=UTC)
 
@@ -34,9 +34,11 @@ def test_long_names_are_cut_with_a_hash_and_stay_valid(fold):
     jobs = [training_job_name(n, WHEN, fold) for n in names]
     assert len(set(jobs)) == len(names)
     for job in jobs:
-        assert len(job) <= 63 and VALID_NAME.match(job), job
         assert job.startswith("crossvalidator-") and job.endswith(f"-20261129-165941-fold{fold}")
-    assert training_job_name("x" * 26, WHEN, 9) == f"crossvalidator-{'x' * 26}-20261129-165941-fold9"
+        for attempt in (job, attempt_name(job, 2), attempt_name(job, 99)):  # every retrain's name fits too
+            assert len(attempt) <= 63 and VALID_NAME.match(attempt), attempt
+    assert training_job_name("x" * 22, WHEN, 9) == f"crossvalidator-{'x' * 22}-20261129-165941-fold9"
+    assert attempt_name(training_job_name("x" * 22, WHEN, 9), 12).endswith("-fold9-r12")
 
 
 def test_different_runs_and_folds_never_share_a_name():

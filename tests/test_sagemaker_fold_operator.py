@@ -10,14 +10,17 @@ import time
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from airflow.sdk.bases.operator import TriggerFailureReason
-from airflow.sdk.exceptions import TaskDeferralTimeout, TaskDeferred
+from airflow.sdk.exceptions import TaskDeferralError, TaskDeferred
 
 from airflow_smx.operators.sagemaker_fold import SageMakerFoldTrainingOperator
 
 ROLE = "arn:aws:iam::123456789012:role/sagemaker"
 
 
-def fold_config(s3, name: str = "crossvalidator-demo-20261129-165941-fold0", run: str = "run-a") -> dict:
+FIRST = "crossvalidator-demo-20261129-165941-fold0"
+
+
+def fold_config(s3, name: str = FIRST, run: str = "run-a", folds: str = "folds-1") -> dict:
     s3.put_object(Bucket="bucket", Key="cv/folds/part-00000.csv", Body=b"1,2\n")
     s3.put_object(Bucket="bucket", Key="cv/folds/fold-00000/train.manifest", Body=b"[]\n")
     return {
@@ -44,7 +47,7 @@ def fold_config(s3, name: str = "crossvalidator-demo-20261129-165941-fold0", run
         "OutputDataConfig": {"S3OutputPath": "s3://bucket/cv/models"},
         "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
         "StoppingCondition": {"MaxRuntimeInSeconds": 7200},
-        "Tags": [{"Key": "airflow_run_id", "Value": run}],
+        "Tags": [{"Key": "airflow_run_id", "Value": run}, {"Key": "airflow_smx_folds", "Value": folds}],
     }
 
 
@@ -72,31 +75,105 @@ def test_creates_defers_with_a_timeout_from_the_stopping_condition_and_returns_c
     assert result["FinalMetricDataList"][0]["MetricName"] == "validation:auc"
 
 
-@pytest.mark.parametrize(
-    ("status", "reason", "outcome"),
-    [
-        ("InProgress", None, "defers"),
-        ("Completed", None, "returns"),
-        ("Failed", "AlgorithmError: ValueError: bad label", "AlgorithmError: ValueError: bad label"),
-        ("Stopped", None, "Stopped"),
-    ],
-)
-def test_a_retried_task_reattaches_and_never_creates_twice(s3, sagemaker, status, reason, outcome):
+@pytest.mark.parametrize(("status", "outcome"), [("InProgress", "defers"), ("Completed", "returns")])
+def test_a_retried_task_reattaches_and_never_creates_twice(s3, sagemaker, status, outcome):
     config = fold_config(s3)
     with pytest.raises(TaskDeferred):
         operator(dict(config)).execute({})  # the first try, whose worker then died
     if status != "InProgress":
-        sagemaker.finish(config["TrainingJobName"], status=status, reason=reason, metrics={"m": 1.0})
+        sagemaker.finish(FIRST, status=status, metrics={"m": 1.0})
     retry = operator(fold_config(s3))
     if outcome == "defers":
-        with pytest.raises(TaskDeferred):
+        with pytest.raises(TaskDeferred) as deferred:
             retry.execute({})
-    elif outcome == "returns":
-        assert retry.execute({})["TrainingJobStatus"] == "Completed"
+        assert deferred.value.trigger.job_name == FIRST
     else:
-        with pytest.raises(AirflowException, match=outcome):
-            retry.execute({})
-    assert len(sagemaker.creates) == 1
+        assert retry.execute({})["TrainingJobName"] == FIRST
+    assert [c["name"] for c in sagemaker.creates] == [FIRST]
+
+
+def end_first_attempt(s3, sagemaker, status: str, reason: str | None) -> Exception:
+    """Train the fold's first attempt to ``status``; what its task raised."""
+    with pytest.raises(TaskDeferred):
+        operator(fold_config(s3)).execute({})
+    sagemaker.finish(FIRST, status=status, reason=reason)
+    with pytest.raises(AirflowException) as failed:
+        operator(fold_config(s3)).execute_complete({}, {"status": "failed"})
+    return failed.value
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [("Failed", "AlgorithmError: ValueError: bad label"), ("Failed", "ClientError: no such key"), ("Stopped", None)],
+)
+def test_a_final_failure_spends_no_retry_and_a_clear_trains_a_new_attempt(s3, sagemaker, status, reason):
+    failed = end_first_attempt(s3, sagemaker, status, reason)
+    assert isinstance(failed, AirflowFailException)  # Airflow does not retry it
+    assert "final" in str(failed) and (reason or "Stopped") in str(failed)
+
+    with pytest.raises(TaskDeferred) as deferred:  # the user clears the task: its next try
+        operator(fold_config(s3)).execute({})
+    second = f"{FIRST}-r2"
+    assert deferred.value.trigger.job_name == second
+    assert [c["name"] for c in sagemaker.creates] == [FIRST, second]
+    attempt_tags = {t["Key"]: t["Value"] for t in sagemaker.creates[1]["tags"]}
+    assert attempt_tags["airflow_smx_attempt"] == "2" and attempt_tags["airflow_run_id"] == "run-a"
+
+    sagemaker.finish(second, metrics={"acc": 0.9})
+    result = operator(fold_config(s3)).execute_complete({}, {"status": "success"})
+    assert result["TrainingJobName"] == second and result["TrainingJobStatus"] == "Completed"
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "CapacityError: Unable to provision requested ML compute capacity. Please retry using a different ML instance type.",
+        "InternalServerError: We encountered an internal error. Please try again.",
+    ],
+)
+def test_a_transient_failure_is_retrained_by_the_tasks_own_retry(s3, sagemaker, reason):
+    failed = end_first_attempt(s3, sagemaker, "Failed", reason)
+    assert not isinstance(failed, AirflowFailException) and "transient" in str(failed)
+    with pytest.raises(TaskDeferred) as deferred:  # Airflow's automatic retry
+        operator(fold_config(s3)).execute({})
+    assert deferred.value.trigger.job_name == f"{FIRST}-r2"
+
+
+def test_spot_capacity_beyond_max_wait_is_transient_and_max_runtime_is_not(s3, sagemaker):
+    with pytest.raises(TaskDeferred):
+        operator(fold_config(s3)).execute({})
+    job = sagemaker.job(FIRST)
+    job.training_job_status, job.secondary_status = "Stopped", "MaxWaitTimeExceeded"
+    with pytest.raises(AirflowException, match="transient") as failed:
+        operator(fold_config(s3)).execute_complete({}, {})
+    assert not isinstance(failed.value, AirflowFailException)
+
+    with pytest.raises(TaskDeferred):
+        operator(fold_config(s3)).execute({})
+    job = sagemaker.job(f"{FIRST}-r2")
+    job.training_job_status, job.secondary_status = "Stopped", "MaxRuntimeExceeded"
+    with pytest.raises(AirflowFailException, match="final"):
+        operator(fold_config(s3)).execute_complete({}, {})
+
+
+def test_a_completed_fold_is_reused_on_the_same_folds_and_retrained_on_new_ones(s3, sagemaker):
+    with pytest.raises(TaskDeferred):
+        operator(fold_config(s3)).execute({})
+    sagemaker.finish(FIRST, metrics={"acc": 0.5})
+    assert operator(fold_config(s3)).execute({})["TrainingJobName"] == FIRST  # cleared, same data: re-used
+    with pytest.raises(TaskDeferred) as deferred:  # the input changed and the run was cleared
+        operator(fold_config(s3, folds="folds-2")).execute({})
+    assert deferred.value.trigger.job_name == f"{FIRST}-r2"
+    assert len(sagemaker.creates) == 2
+
+
+def test_a_job_still_training_on_other_folds_is_stopped_and_replaced(s3, sagemaker):
+    with pytest.raises(TaskDeferred):
+        operator(fold_config(s3)).execute({})
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(fold_config(s3, folds="folds-2")).execute({})
+    assert sagemaker.stops == [FIRST]
+    assert deferred.value.trigger.job_name == f"{FIRST}-r2"
 
 
 def test_a_job_of_another_run_with_the_same_name_is_not_adopted(s3, sagemaker):
@@ -105,6 +182,32 @@ def test_a_job_of_another_run_with_the_same_name_is_not_adopted(s3, sagemaker):
     with pytest.raises(AirflowException, match="belongs to Airflow run 'run-a', not 'run-b'"):
         operator(fold_config(s3, run="run-b")).execute({})
     assert len(sagemaker.creates) == 1
+
+
+def test_a_job_another_run_creates_first_in_a_race_is_not_adopted(s3, sagemaker):
+    """CreateTrainingJob answers ResourceInUse: the owner is checked there too."""
+
+    def racing_create(name):
+        sagemaker.before_create = None
+        operator(fold_config(s3, run="run-b")).hook.create_training_job(
+            fold_config(s3, run="run-b"), wait_for_completion=False
+        )
+
+    sagemaker.before_create = racing_create
+    with pytest.raises(AirflowFailException, match="belongs to Airflow run 'run-b', not 'run-a'"):
+        operator(fold_config(s3, run="run-a")).execute({})
+    assert [c["name"] for c in sagemaker.creates] == [FIRST, FIRST]  # theirs, then ours refused
+
+
+def test_our_own_job_created_in_a_race_is_adopted(s3, sagemaker):
+    def racing_create(name):
+        sagemaker.before_create = None
+        operator(fold_config(s3)).hook.create_training_job(fold_config(s3), wait_for_completion=False)
+
+    sagemaker.before_create = racing_create
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(fold_config(s3)).execute({})
+    assert deferred.value.trigger.job_name == FIRST
 
 
 def test_killing_the_task_stops_its_job(s3, sagemaker):
@@ -119,13 +222,24 @@ def test_killing_the_task_stops_its_job(s3, sagemaker):
     assert sagemaker.stops == [config["TrainingJobName"]]
 
 
-def test_a_deferral_timeout_stops_the_job_before_failing(s3, sagemaker):
+def test_a_deferral_timeout_stops_the_job_and_fails_for_good(s3, sagemaker):
     config = fold_config(s3)
     with pytest.raises(TaskDeferred):
         operator(config).execute({})
-    with pytest.raises(TaskDeferralTimeout):
+    with pytest.raises(AirflowFailException, match="did not finish in time"):
         operator(fold_config(s3)).resume_execution("__fail__", {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, {})
     assert sagemaker.stops == [config["TrainingJobName"]]
+
+
+def test_a_failed_trigger_leaves_the_job_training_for_the_retry_to_reattach(s3, sagemaker):
+    with pytest.raises(TaskDeferred):
+        operator(fold_config(s3)).execute({})
+    with pytest.raises(TaskDeferralError):
+        operator(fold_config(s3)).resume_execution("__fail__", {"error": TriggerFailureReason.TRIGGER_FAILURE}, {})
+    assert sagemaker.stops == []
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(fold_config(s3)).execute({})
+    assert deferred.value.trigger.job_name == FIRST and len(sagemaker.creates) == 1
 
 
 def test_killing_the_deferred_task_stops_the_job_from_the_triggerer(s3, sagemaker):

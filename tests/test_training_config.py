@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from airflow_smx.core.attempts import folds_digest
 from airflow_smx.core.folds import split_dataset
 from airflow_smx.core.job_requests import fold_training_config
 from airflow_smx.core.request import parse_request
@@ -63,6 +64,7 @@ def test_smx_validator_sample_becomes_augmented_manifest_jobs(tmp_path):
         {"Key": "crossvalidator_job_name", "Value": "crossvalidator-my-project-20261129-165941"},
         {"Key": "created_by", "Value": "airflow-smx"},
         {"Key": "airflow_run_id", "Value": "manual__2026-11-29"},
+        {"Key": "airflow_smx_folds", "Value": folds_digest(plan.identity())},  # a clear re-uses only these folds' jobs
     ]
     assert len({c["TrainingJobName"] for c in configs}) == 5
     assert request.training.HyperParameters["num_classes"] == "${num_classes}"  # the request is untouched

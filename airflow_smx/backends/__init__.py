@@ -51,11 +51,11 @@ class Backend(ABC):
 
     @abstractmethod
     def outcome(self, fold: FoldJob) -> FoldOutcome:
-        """What became of the fold's job, read from where the job left it (not from XCom)."""
+        """What became of the fold's jobs (every attempt), read from where they left it (not from XCom)."""
 
     @abstractmethod
-    def stop_unfinished(self, fold: FoldJob, run_id: str) -> bool:
-        """Stop the fold's job if it still runs and belongs to ``run_id``; True if it was stopped."""
+    def stop_unfinished(self, fold: FoldJob, run_id: str) -> str | None:
+        """Stop the fold's job if it still runs and belongs to ``run_id``; the name of the job stopped."""
 
 
 def backend(name: str, aws_conn_id: str | None) -> Backend:

@@ -8,14 +8,13 @@ from typing import Any
 
 from airflow_smx import settings
 from airflow_smx.backends import Backend
-from airflow_smx.core import storage
 from airflow_smx.core.container import record_uri
 from airflow_smx.core.job_requests import FoldJob
 from airflow_smx.core.policy import Policy
 from airflow_smx.core.request import CVRequest
 from airflow_smx.core.results import FoldOutcome
 from airflow_smx.hooks.s3fs_options import s3_storage_options
-from airflow_smx.operators.local_fold import LocalFoldTrainingOperator
+from airflow_smx.operators.local_fold import LocalFoldTrainingOperator, local_attempts
 
 
 class LocalBackend(Backend):
@@ -41,12 +40,12 @@ class LocalBackend(Backend):
         return FoldJob(fold, config, self.policy.command_name(request))
 
     def outcome(self, fold: FoldJob) -> FoldOutcome:
-        """The record the fold's operator keeps beside its model, failed or not."""
-        uri = record_uri(fold.config)
-        fs, path = storage.filesystem(uri, self.s3_options if uri.startswith("s3://") else {})
-        if not fs.exists(path):
+        """The records the fold's operator keeps beside each attempt's model, failed or not."""
+        options = self.s3_options if record_uri(fold.config).startswith("s3://") else {}
+        found = local_attempts(fold.config, options)
+        if not found:
             return FoldOutcome(fold.fold, fold.job_name, None, error="the fold's process never ran")
-        return FoldOutcome(fold.fold, fold.job_name, storage.read_json(fs, path))
+        return FoldOutcome.of_attempts(fold.fold, fold.job_name, found)
 
-    def stop_unfinished(self, fold: FoldJob, run_id: str) -> bool:
-        return False  # a local fold's process ends with its task (on_kill ends its process group)
+    def stop_unfinished(self, fold: FoldJob, run_id: str) -> str | None:
+        return None  # a local fold's process ends with its task (on_kill ends its process group)

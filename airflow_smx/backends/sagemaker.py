@@ -6,13 +6,11 @@ import datetime
 from functools import cached_property
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from airflow_smx import settings
 from airflow_smx.backends import Backend
-from airflow_smx.core.job_requests import FoldJob, run_tag_value
+from airflow_smx.core.job_requests import RUN_TAG, FoldJob, run_tag_value
 from airflow_smx.core.request import CVRequest
-from airflow_smx.core.results import FoldOutcome, clean_description
+from airflow_smx.core.results import FoldOutcome
 from airflow_smx.hooks.sagemaker import CrossValidationSageMakerHook
 from airflow_smx.operators.sagemaker_fold import SageMakerFoldTrainingOperator
 
@@ -49,18 +47,14 @@ class SageMakerBackend(Backend):
         return FoldJob(fold, config)
 
     def outcome(self, fold: FoldJob) -> FoldOutcome:
-        try:
-            description = self.hook.describe_training_job_or_none(fold.job_name)
-        except ClientError as error:
-            return FoldOutcome(fold.fold, fold.job_name, None, error=f"cannot describe the training job: {error}")
-        if description is None:
-            return FoldOutcome(fold.fold, fold.job_name, None, error="no training job: its task never created it")
-        return FoldOutcome(fold.fold, fold.job_name, clean_description(description))
+        # a describe that fails (throttled past botocore's retries) raises: the aggregation's retry
+        # asks again, rather than count a fold that may well have trained as failed
+        return FoldOutcome.of_attempts(fold.fold, fold.job_name, self.hook.attempts(fold.job_name))
 
-    def stop_unfinished(self, fold: FoldJob, run_id: str) -> bool:
-        description = self.hook.describe_training_job_or_none(fold.job_name)
-        if description is None or description["TrainingJobStatus"] != "InProgress":
-            return False  # never created, or already ended
-        if self.hook.training_job_owner(description["TrainingJobArn"]) != run_tag_value(run_id):
-            return False  # same name, another run's job: not ours to stop
-        return self.hook.stop_training_job(fold.job_name)
+    def stop_unfinished(self, fold: FoldJob, run_id: str) -> str | None:
+        latest = self.hook.latest_attempt(fold.job_name)  # only the latest attempt can still train
+        if latest is None or latest.status != "InProgress":
+            return None  # never created, or already ended
+        if latest.tags.get(RUN_TAG) != run_tag_value(run_id):
+            return None  # same name, another run's job: not ours to stop
+        return latest.name if self.hook.stop_training_job(latest.name) else None

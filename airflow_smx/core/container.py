@@ -113,10 +113,11 @@ def pack_model(model_dir: Path, archive: Path) -> None:
 
 
 def failure_reason(base: Path, returncode: int, tail: list[str]) -> str | None:
-    """output/failure if the script wrote one (SageMaker's convention), else the exit code and last lines."""
+    """output/failure if the script wrote one (SageMaker's convention), else the exit code and last
+    lines; as SageMaker does, an AlgorithmError (the training code's failure: retrying will not help)."""
     failure = base / "output" / "failure"
     if failure.exists() and failure.read_text().strip():
-        return failure.read_text().strip()[:1024]
+        return "AlgorithmError: " + failure.read_text().strip()[:1000]
     if returncode == 0:
         return None
     return f"AlgorithmError: exit code {returncode}: " + " | ".join(tail[-3:])[:900]

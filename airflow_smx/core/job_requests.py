@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from airflow_smx.core import storage
+from airflow_smx.core.attempts import FOLDS_TAG, folds_digest
 from airflow_smx.core.folds.plan import Fold, FoldPlan
 from airflow_smx.core.naming import cv_run_id, training_job_name, trial_name
 from airflow_smx.core.request import ChannelSpec, CVRequest
@@ -96,7 +97,9 @@ def fold_training_config(
     config.setdefault("StoppingCondition", {}).setdefault("MaxRuntimeInSeconds", SAGEMAKER_DEFAULT_RUNTIME)
     if role_arn and "RoleArn" not in config:
         config["RoleArn"] = role_arn
-    config["Tags"] = [*(t.model_dump() for t in request.tags), *run_tags(request, when, fold.index, run_id, key)]
+    tags = run_tags(request, when, fold.index, run_id, key)
+    tags.append({"Key": FOLDS_TAG, "Value": folds_digest(plan.identity())})  # a clear re-uses only these folds' jobs
+    config["Tags"] = [*(t.model_dump() for t in request.tags), *tags]
     if request.experiment.enabled:
         config["ExperimentConfig"] = {
             "ExperimentName": request.experiment_name,

@@ -17,6 +17,8 @@ PREFIX = "crossvalidator-"
 MAX_JOB_NAME = 63
 MAX_TRIAL_NAME = 120
 HASH_LENGTH = 8
+MAX_ATTEMPTS = 99  # training jobs of one fold in one run
+ATTEMPT_ROOM = len(f"-r{MAX_ATTEMPTS}")  # what a fold's first job name leaves free for the others
 VALID_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 
 
@@ -44,8 +46,17 @@ def cv_run_id(name: str, when: datetime, key: str = "") -> str:
 
 
 def training_job_name(name: str, when: datetime, fold: int, key: str = "") -> str:
-    """``crossvalidator-{name}-{YYYYMMDD}-{HHMMSS}-{key}-fold{fold}``, valid and at most 63 characters."""
-    return fit_name(PREFIX, name, f"-{timestamp(when, key)}-fold{fold}", MAX_JOB_NAME)
+    """``crossvalidator-{name}-{YYYYMMDD}-{HHMMSS}-{key}-fold{fold}``: the fold's first training job.
+    Valid, and short enough that every attempt's name (:func:`attempt_name`) fits 63 characters."""
+    return fit_name(PREFIX, name, f"-{timestamp(when, key)}-fold{fold}", MAX_JOB_NAME - ATTEMPT_ROOM)
+
+
+def attempt_name(first: str, number: int) -> str:
+    """The job name of attempt ``number`` of the fold whose first job is ``first``: ``{first}-r{n}``.
+    A job name can never be used again, so a fold trained again in its run needs a new one."""
+    if not 1 <= number <= MAX_ATTEMPTS:
+        raise ValueError(f"{first}: a fold trains at most {MAX_ATTEMPTS} times in one run")
+    return first if number == 1 else f"{first}-r{number}"
 
 
 def trial_name(name: str, when: datetime, key: str = "") -> str:

@@ -17,13 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from airflow_smx.core import smx_validator
+from airflow_smx.core.attempts import ATTEMPT_TAG, FOLDS_TAG
 
 Strategy = Literal["kfold", "stratified", "group", "stratified_group"]
 Backend = Literal["local", "sagemaker"]
 URI_SCHEMES = ("s3://", "file://")
 MAX_FOLDS = 1024  # Airflow's default [core] max_map_length: one mapped task per fold
 # set on every job by airflow-smx; the run tag decides which run owns a job (re-attach, teardown)
-RESERVED_TAGS = ("fold_name", "crossvalidator_job_name", "created_by", "airflow_run_id")
+RESERVED_TAGS = ("fold_name", "crossvalidator_job_name", "created_by", "airflow_run_id", ATTEMPT_TAG, FOLDS_TAG)
 MAX_USER_TAGS = 50 - len(RESERVED_TAGS)
 JSON_EXTENSIONS = (".jsonl", ".json", ".ndjson", ".manifest")
 CSV_EXTENSIONS = (".csv", ".txt")

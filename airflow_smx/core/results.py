@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_smx.core.attempts import Attempt
 from airflow_smx.core.request import CVRequest
 
 CONFIDENCE = 0.95
@@ -36,8 +37,18 @@ class FoldOutcome:
 
     fold: int
     job_name: str
-    description: dict[str, Any] | None  # DescribeTrainingJob, JSON-clean; None if the job never started
+    description: dict[str, Any] | None  # its latest job's DescribeTrainingJob, JSON-clean; None if none started
     error: str | None = None  # why the task failed, when there is no description to say it
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # every job it trained (Attempt.summary)
+
+    @classmethod
+    def of_attempts(cls, fold: int, first: str, found: list[dict[str, Any]]) -> FoldOutcome:
+        """The outcome of a fold whose jobs, in order, are ``found``: the latest counts."""
+        if not found:
+            return cls(fold, first, None, error="no training job: its task never created it")
+        described = [clean_description(d) for d in found]
+        attempts = [Attempt(n, d, {}).summary() for n, d in enumerate(described, start=1)]
+        return cls(fold, described[-1]["TrainingJobName"], described[-1], attempts=attempts)
 
     @property
     def status(self) -> str:
@@ -99,6 +110,9 @@ def summarize(request: CVRequest, outcomes: list[FoldOutcome], cv_run_id: str) -
             if not o.succeeded
         ],
         "cost": _cost(outcomes),
+        "attempts": [
+            {"fold": o.fold, "counts": o.job_name if o.succeeded else None, "attempts": o.attempts} for o in outcomes
+        ],
     }
     return summary
 

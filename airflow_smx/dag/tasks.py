@@ -84,7 +84,9 @@ def check_request(stored: dict[str, Any] | None = None, largest_slot: int = 1, *
     }
 
 
-@task
+# A killed worker or a storage outage fails a try; the retry writes the same bytes to the same
+# keys (the split is deterministic), or finds the split done (plan.json) and writes nothing.
+@task(retries=3, retry_delay=datetime.timedelta(seconds=15), retry_exponential_backoff=2.0)
 def split_dataset_task(run: dict[str, Any]) -> list[dict[str, Any]]:
     """Write the folds; return one FoldJob per fold (its CreateTrainingJob request: URIs and counts only)."""
     request = CVRequest.model_validate(run["request"])
@@ -132,7 +134,14 @@ def select_folds(
     return [fold.kwargs() for fold in routed if fold_task_of(fold, fold_tasks) == tuple(fold_task)]
 
 
-@task(trigger_rule="all_done", outlets=[RESULT_ASSET], multiple_outputs=False)
+@task(
+    trigger_rule="all_done",
+    outlets=[RESULT_ASSET],
+    multiple_outputs=False,
+    retries=3,  # an AWS call that fails (throttling, a network error) is asked again; a verdict is final
+    retry_delay=datetime.timedelta(seconds=15),
+    retry_exponential_backoff=2.0,
+)
 def aggregate_results(run: dict[str, Any], folds: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
     """Gather every fold's outcome, failed ones included; write cv_result.json; pass or fail the run."""
     request = CVRequest.model_validate(run["request"])
@@ -173,9 +182,10 @@ def stop_unfinished_jobs(**context: Any) -> list[str]:
         trainer = backend(CVRequest.model_validate(run["request"]).backend, settings.get("aws_conn_id"))
     for fold in map(lambda f: FoldJob(**f), folds):
         try:
-            if trainer.stop_unfinished(fold, run["run_id"]):
-                print(f"Stopped training job {fold.job_name}: its fold task had ended without it")
-                stopped.append(fold.job_name)
+            name = trainer.stop_unfinished(fold, run["run_id"])
+            if name:
+                print(f"Stopped training job {name}: its fold task had ended without it")
+                stopped.append(name)
         except (ClientError, BotoCoreError) as error:  # try every fold; the task's retry tries again
             errors.append(f"{fold.job_name}: {error}")
     if errors:

@@ -7,6 +7,7 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 from botocore.exceptions import ClientError
 
+from airflow_smx.core.attempts import Attempt, find_attempts
 from airflow_smx.core.job_requests import RUN_TAG
 
 # SageMaker answers ValidationException "Requested resource not found" for a missing training job
@@ -38,8 +39,22 @@ class CrossValidationSageMakerHook(SageMakerHook):
 
     def training_job_owner(self, job_arn: str) -> str | None:
         """The Airflow run id a training job was created by, or None for a job we did not tag."""
-        tags = self.conn.list_tags(ResourceArn=job_arn).get("Tags", [])
-        return next((tag["Value"] for tag in tags if tag["Key"] == RUN_TAG), None)
+        return self.training_job_tags(job_arn).get(RUN_TAG)
+
+    def training_job_tags(self, job_arn: str) -> dict[str, str]:
+        """A training job's tags, by key (a job holds at most 50: one page)."""
+        return {tag["Key"]: tag["Value"] for tag in self.conn.list_tags(ResourceArn=job_arn).get("Tags", [])}
+
+    def attempts(self, first: str) -> list[dict[str, Any]]:
+        """DescribeTrainingJob of every attempt of the fold whose first job is ``first``, in order."""
+        return find_attempts(first, self.describe_training_job_or_none)
+
+    def latest_attempt(self, first: str) -> Attempt | None:
+        """The fold's latest training job with its tags, or None if it has none yet."""
+        found = self.attempts(first)
+        if not found:
+            return None
+        return Attempt(len(found), found[-1], self.training_job_tags(found[-1]["TrainingJobArn"]))
 
     def stop_training_job(self, job_name: str) -> bool:
         """Stop a training job; False if it had already ended."""

@@ -18,8 +18,18 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 
 from airflow_smx import settings
 from airflow_smx.core import container, storage
+from airflow_smx.core.attempts import (
+    FOLDS_TAG,
+    Attempt,
+    Step,
+    attempt_config,
+    find_attempts,
+    next_step,
+    owner_problem,
+    tags_of,
+)
 from airflow_smx.core.container import record_uri
-from airflow_smx.core.job_requests import SAGEMAKER_DEFAULT_RUNTIME
+from airflow_smx.core.job_requests import RUN_TAG, SAGEMAKER_DEFAULT_RUNTIME
 from airflow_smx.core.policy import INHERITED_ENV, LocalCommand
 from airflow_smx.hooks.s3fs_options import storage_options_for
 
@@ -38,6 +48,22 @@ def child_environment(
     (base / "tmp").mkdir(exist_ok=True)
     home = {"HOME": str(base), "TMPDIR": str(base / "tmp")}
     return {**inherited, **home, **container.environment(base, config, channels), **command.env}
+
+
+def latest_record(config: dict[str, Any], options: dict[str, Any]) -> Attempt | None:
+    """The record of the fold's latest local attempt, or None if none ended yet."""
+    found = local_attempts(config, options)
+    return Attempt(len(found), found[-1], tags_of(found[-1])) if found else None
+
+
+def local_attempts(config: dict[str, Any], options: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records of every local attempt of the fold planned as ``config``, in order."""
+
+    def read(name: str) -> dict[str, Any] | None:
+        fs, path = storage.filesystem(record_uri({**config, "TrainingJobName": name}), options)
+        return storage.read_json(fs, path) if fs.exists(path) else None
+
+    return find_attempts(config["TrainingJobName"], read)
 
 
 class LocalFoldTrainingOperator(BaseOperator):
@@ -84,20 +110,26 @@ class LocalFoldTrainingOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         options = self._storage_options()
-        fs, path = storage.filesystem(record_uri(self.config), options)
-        if fs.exists(path):
-            previous = storage.read_json(fs, path)
-            if previous.get("TrainingJobStatus") == "Completed":
-                self.log.info("Fold %d: %s already completed; re-using its result", self.fold, self.job_name)
-                return previous
-        record = self._train(options)
+        latest = latest_record(self.config, options)
+        if latest is not None and (problem := owner_problem(latest, self.config, RUN_TAG)):
+            raise AirflowFailException(problem)
+        step, number = next_step(latest, tags_of(self.config).get(FOLDS_TAG, ""))
+        if step is Step.REUSE:
+            self.log.info("Fold %d: %s already completed on these folds; re-using it", self.fold, latest.name)
+            return latest.description
+        # a record is written only once its process has ended: there is never one to attach to
+        config = attempt_config(self.config, number)
+        record = self._train(config, options)
+        fs, path = storage.filesystem(record_uri(config), options)
         storage.write_json(fs, path, record)
         if record["TrainingJobStatus"] != "Completed":
-            raise AirflowFailException(f"Fold {self.fold}: {self.job_name} Failed: {record['FailureReason']}")
+            name, reason = config["TrainingJobName"], record["FailureReason"]
+            raise AirflowFailException(f"Fold {self.fold}: {name} Failed (final): {reason}")
         return record
 
     @property
     def job_name(self) -> str:
+        """The fold's first job name (later attempts add ``-r{n}``)."""
         return self.config["TrainingJobName"]
 
     def on_kill(self) -> None:
@@ -115,35 +147,37 @@ class LocalFoldTrainingOperator(BaseOperator):
         channels = (c["DataSource"]["S3DataSource"]["S3Uri"] for c in self.config["InputDataConfig"])
         return storage_options_for(self.aws_conn_id, record_uri(self.config), *channels)
 
-    def _train(self, options: dict[str, Any]) -> dict[str, Any]:
+    def _train(self, config: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
         try:
             command = settings.policy().local_command(self.command)
         except ValueError as error:
             raise AirflowFailException(f"Fold {self.fold}: {error}") from None
-        definitions = self.config.get("AlgorithmSpecification", {}).get("MetricDefinitions", [])
-        with tempfile.TemporaryDirectory(prefix=f"smx-{self.job_name}-") as folder:
+        definitions = config.get("AlgorithmSpecification", {}).get("MetricDefinitions", [])
+        with tempfile.TemporaryDirectory(prefix=f"smx-{config['TrainingJobName']}-") as folder:
             base = Path(folder)
-            channels = container.lay_out(base, self.config, options)
+            channels = container.lay_out(base, config, options)
             started = datetime.now(UTC)
-            env = child_environment(base, self.config, channels, command)
-            returncode, matched, tail = self._run(command, base, env, definitions)
+            env = child_environment(base, config, channels, command)
+            limit = config["StoppingCondition"].get("MaxRuntimeInSeconds", SAGEMAKER_DEFAULT_RUNTIME)
+            returncode, matched, tail = self._run(command, base, env, definitions, limit)
             ended = datetime.now(UTC)
             reason = container.failure_reason(base, returncode, list(tail))
             # as SageMaker does: output/data/ (evaluation files) as output.tar.gz, model/ as model.tar.gz
-            self._upload(base / "output" / "data", "output.tar.gz", options)
-            artifacts = self._upload(base / "model", "model.tar.gz", options) if reason is None else None
-        return self._record(started, ended, reason, container.final_metrics(matched, definitions, ended), artifacts)
+            outputs = storage.join(config["OutputDataConfig"]["S3OutputPath"], config["TrainingJobName"], "output")
+            self._upload(base / "output" / "data", f"{outputs}/output.tar.gz", options)
+            artifacts = self._upload(base / "model", f"{outputs}/model.tar.gz", options) if reason is None else None
+        metrics = container.final_metrics(matched, definitions, ended)
+        return local_record(config, started, ended, reason, metrics, artifacts)
 
-    def _upload(self, folder: Path, name: str, options: dict[str, Any]) -> str:
-        """``folder`` packed as ``name`` under ``{S3OutputPath}/{job}/output/``; its URI."""
+    def _upload(self, folder: Path, uri: str, options: dict[str, Any]) -> str:
+        """``folder`` packed and uploaded to ``uri``; ``uri``."""
         archive = folder.parent / f"{folder.name}.tar.gz"
         container.pack_model(folder, archive)
-        uri = storage.join(self.config["OutputDataConfig"]["S3OutputPath"], self.job_name, "output", name)
         storage.upload(archive, uri, options)
         return uri
 
     def _run(
-        self, command: LocalCommand, base: Path, env: dict[str, str], definitions: list[dict[str, str]]
+        self, command: LocalCommand, base: Path, env: dict[str, str], definitions: list[dict[str, str]], limit: int
     ) -> tuple[int, list[str], deque]:
         """Run the command, streaming its output; keep the lines metrics match and the last few."""
         self.log.info("Fold %d: running %s (%s)", self.fold, self.command, " ".join(command.argv))
@@ -158,7 +192,6 @@ class LocalFoldTrainingOperator(BaseOperator):
             start_new_session=True,  # its own process group: on_kill ends the command and its children
         )
         self._process = process
-        limit = self.config.get("StoppingCondition", {}).get("MaxRuntimeInSeconds", SAGEMAKER_DEFAULT_RUNTIME)
         timer = threading.Timer(limit, self.on_kill)
         timer.start()
         matched: list[str] = []
@@ -175,35 +208,39 @@ class LocalFoldTrainingOperator(BaseOperator):
         finally:
             timer.cancel()
 
-    def _record(
-        self,
-        started: datetime,
-        ended: datetime,
-        reason: str | None,
-        metrics: list[dict[str, Any]],
-        artifacts: str | None,
-    ) -> dict[str, Any]:
-        status = "Completed" if reason is None else "Failed"
-        record = {
-            "TrainingJobName": self.job_name,
-            "TrainingJobArn": f"local:training-job/{self.job_name}",
-            "TrainingJobStatus": status,
-            "SecondaryStatus": status,
-            "HyperParameters": self.config.get("HyperParameters", {}),
-            "AlgorithmSpecification": self.config.get("AlgorithmSpecification", {}),
-            "InputDataConfig": self.config["InputDataConfig"],
-            "OutputDataConfig": self.config["OutputDataConfig"],
-            "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 0},
-            "StoppingCondition": self.config.get("StoppingCondition", {}),
-            "CreationTime": started.isoformat(),
-            "TrainingStartTime": started.isoformat(),
-            "TrainingEndTime": ended.isoformat(),
-            "TrainingTimeInSeconds": round((ended - started).total_seconds()),
-            "BillableTimeInSeconds": 0,
-            "FinalMetricDataList": metrics,
-        }
-        if reason is not None:
-            record["FailureReason"] = reason
-        if artifacts is not None:
-            record["ModelArtifacts"] = {"S3ModelArtifacts": artifacts}
-        return record
+
+def local_record(
+    config: dict[str, Any],
+    started: datetime,
+    ended: datetime,
+    reason: str | None,
+    metrics: list[dict[str, Any]],
+    artifacts: str | None,
+) -> dict[str, Any]:
+    """A local fold's DescribeTrainingJob-shaped record, tags included (its attempt is read from them)."""
+    status = "Completed" if reason is None else "Failed"
+    name = config["TrainingJobName"]
+    record = {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"local:training-job/{name}",
+        "TrainingJobStatus": status,
+        "SecondaryStatus": status,
+        "HyperParameters": config.get("HyperParameters", {}),
+        "AlgorithmSpecification": config.get("AlgorithmSpecification", {}),
+        "InputDataConfig": config["InputDataConfig"],
+        "OutputDataConfig": config["OutputDataConfig"],
+        "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 0},
+        "StoppingCondition": config.get("StoppingCondition", {}),
+        "CreationTime": started.isoformat(),
+        "TrainingStartTime": started.isoformat(),
+        "TrainingEndTime": ended.isoformat(),
+        "TrainingTimeInSeconds": round((ended - started).total_seconds()),
+        "BillableTimeInSeconds": 0,
+        "FinalMetricDataList": metrics,
+        "Tags": config.get("Tags", []),
+    }
+    if reason is not None:
+        record["FailureReason"] = reason
+    if artifacts is not None:
+        record["ModelArtifacts"] = {"S3ModelArtifacts": artifacts}
+    return record

@@ -6,12 +6,26 @@ import datetime
 import math
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+from airflow.sdk.bases.operator import TriggerFailureReason
 from botocore.exceptions import ClientError
 
+from airflow_smx.core.attempts import (
+    FOLDS_TAG,
+    RUNNING,
+    Attempt,
+    Step,
+    attempt_config,
+    failure_kind,
+    is_transient,
+    next_step,
+    owner_problem,
+    secondary_status,
+    tags_of,
+)
 from airflow_smx.core.job_requests import RUN_TAG, SAGEMAKER_DEFAULT_RUNTIME
 from airflow_smx.core.results import clean_description
 from airflow_smx.hooks.sagemaker import CrossValidationSageMakerHook, error_code
@@ -21,7 +35,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 RETRYABLE_CREATE_ERRORS = {"ThrottlingException", "ResourceLimitExceeded"}  # the task's retry creates again
-RUNNING = {"InProgress", "Stopping"}
 TRIGGER_FAIL = "__fail__"
 
 
@@ -33,17 +46,21 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
     - No field is a Jinja template: the config comes from whoever triggered the run, and
       rendering it would hand them the deployment's connections and Variables.
 
-    - The job name is fixed by the config (derived from the DAG run, not the clock). A retried
-      task finds its job and re-attaches: InProgress keeps waiting, Completed returns its
-      result, Failed or Stopped fails with SageMaker's reason. It never creates a second job,
-      and refuses a same-named job started by another Airflow run (``airflow_run_id`` tag).
+    - A fold's jobs are its attempts: the planned name, then ``-r2``, ``-r3``... (names derive
+      from the DAG run, not the clock). Each try finds the latest attempt and re-attaches to it
+      while it trains, re-uses it when it completed on the same folds, and otherwise trains a
+      new attempt (:mod:`airflow_smx.core.attempts` has the table). So a retry after a crash
+      never creates a second job, and a user's clear of a failed fold retrains it. A job of the
+      same name started by another Airflow run (``airflow_run_id`` tag) is refused.
     - Killing the task stops the job: ``on_kill`` while running, the trigger's ``on_kill``
       while deferred, and a deferral timeout stops it before failing.
     - Deferrable by default, with a timeout from the job's own StoppingCondition plus
-      ``timeout_margin`` (the stock waiter gives up after about 30 minutes).
-    - ``Stopped`` is a failure. Throttling and ResourceLimitExceeded on create fail the try
-      without holding the worker (give the task retries with exponential backoff: the DAG does);
-      a failed job fails the task for good (a retry would only re-attach to it).
+      ``timeout_margin`` (the stock waiter gives up after about 30 minutes). A timeout is final.
+    - ``Stopped`` is a failure. A job that failed for a transient reason (capacity, an internal
+      error, spot capacity beyond MaxWait) fails the try, and the retry trains a new attempt;
+      any other failure fails the task at once, keeping its retries for what they can fix.
+      Throttling and ResourceLimitExceeded on create fail the try without holding the worker
+      (give the task retries with exponential backoff: the DAG does).
     - The result (XCom) is the JSON-clean DescribeTrainingJob, also kept for OpenLineage.
 
     :param config: the fold's CreateTrainingJob request (``TrainingJobName`` included)
@@ -82,6 +99,7 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
 
     @property
     def job_name(self) -> str:
+        """The fold's first training job name (later attempts add ``-r{n}``)."""
         return self.config["TrainingJobName"]
 
     @property
@@ -93,78 +111,92 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
             limit = stopping.get("MaxWaitTimeInSeconds", limit)
         return int(limit) + self.timeout_margin
 
+    @property
+    def folds(self) -> str:
+        """The digest of the folds this task was planned with (the split tags every config)."""
+        return tags_of(self.config).get(FOLDS_TAG, "")
+
     def execute(self, context: Context) -> dict[str, Any]:
         self.preprocess_config()
-        description = self._describe()
-        if description is None and self._create():
-            description = self._describe()
-            if description is None:
-                raise AirflowException(f"Training job {self.job_name} was created but cannot be described")
-        else:  # it existed, or a racing create made it first: only this run's job is ours
-            description = description or self._describe()
-            if description is None:
-                raise AirflowException(f"Training job {self.job_name} exists but cannot be described")
-            self._check_owner(description)
-            self.log.info(
-                "Fold %d: re-attaching to training job %s (%s)",
-                self.fold,
-                self.job_name,
-                description["TrainingJobStatus"],
-            )
+        latest = self._latest()
+        step, number = next_step(latest, self.folds)
+        if step is Step.REUSE:
+            self.log.info("Fold %d: re-using completed training job %s (same folds)", self.fold, latest.name)
+            return self._finish(latest.description)
+        if step is Step.ATTACH:
+            self.log.info("Fold %d: re-attaching to training job %s (%s)", self.fold, latest.name, latest.status)
+            description = latest.description
+        else:
+            if step is Step.REPLACE:
+                self._stop(latest.name, f"it is {latest.status} on other folds than this run's")
+            description = self._start(number)
         if description["TrainingJobStatus"] in RUNNING:
             description = self._wait(description)
         return self._finish(description)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        description = self._describe()
-        if description is None:
+        latest = self._latest()  # the job this task waited for: only this fold's task creates its attempts
+        if latest is None:
             raise AirflowException(f"Training job {self.job_name} has disappeared")
-        if description["TrainingJobStatus"] in RUNNING:
-            self._stop(f"still {description['TrainingJobStatus']} when the wait ended ({event})")
-            raise AirflowException(f"Training job {self.job_name} did not finish in time; it was stopped")
-        return self._finish(description)
+        if latest.status in RUNNING:
+            self._timed_out(latest.name, f"still {latest.status} when the wait ended ({event})")
+        return self._finish(latest.description)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        if next_method == TRIGGER_FAIL:  # the deferral timed out or its trigger failed
-            self._stop(f"the deferred wait failed: {(next_kwargs or {}).get('error')}")
+        error = (next_kwargs or {}).get("error")
+        if next_method == TRIGGER_FAIL and error == TriggerFailureReason.TRIGGER_TIMEOUT:
+            latest = self._latest()
+            if latest is not None and latest.status in RUNNING:
+                self._timed_out(latest.name, "the deferral timed out")
+        # any other trigger failure (the triggerer lost its connection, throttling): the job may be
+        # training well, so it is left alone and the task's retry re-attaches to it
         return super().resume_execution(next_method, next_kwargs, context)
 
     def on_kill(self) -> None:
-        self._stop("the task was killed")
+        latest = self._latest()
+        if latest is not None and latest.status == "InProgress":
+            self._stop(latest.name, "the task was killed")
 
-    def _describe(self) -> dict[str, Any] | None:
-        return self.hook.describe_training_job_or_none(self.job_name)
+    def _latest(self) -> Attempt | None:
+        latest = self.hook.latest_attempt(self.job_name)
+        if latest is not None:
+            self._check_owner(latest)
+        return latest
 
-    def _create(self) -> bool:
-        """Create the fold's job; False if a job of that name already exists (ResourceInUse)."""
-        self.log.info("Fold %d: creating training job %s", self.fold, self.job_name)
+    def _start(self, number: int) -> dict[str, Any]:
+        """Create attempt ``number``; its description. A racing create of the same job is adopted."""
+        config = attempt_config(self.config, number)
+        name = config["TrainingJobName"]
+        self.log.info("Fold %d: creating training job %s (attempt %d)", self.fold, name, number)
         try:
-            self.hook.create_training_job(self.config, wait_for_completion=False, print_log=False)
+            self.hook.create_training_job(config, wait_for_completion=False, print_log=False)
         except ClientError as error:
             code = error_code(error)
-            if code == "ResourceInUse":
-                return False
             if code in RETRYABLE_CREATE_ERRORS:  # fail this try only: its retry, after a backoff, creates
-                raise AirflowException(f"Fold {self.fold}: {code} creating {self.job_name}: {error}") from None
-            raise
-        return True
+                raise AirflowException(f"Fold {self.fold}: {code} creating {name}: {error}") from None
+            if code != "ResourceInUse":
+                raise
+            # the name is taken: adopt the job only if it is this fold's, of this run and these folds
+            latest = self._latest()
+            if latest is None or latest.name != name or not latest.of_folds(self.folds):
+                raise AirflowException(f"Fold {self.fold}: {name} exists but is not this fold's attempt") from None
+            return latest.description
+        description = self.hook.describe_training_job_or_none(name)
+        if description is None:
+            raise AirflowException(f"Training job {name} was created but cannot be described")
+        return description
 
-    def _check_owner(self, description: dict[str, Any]) -> None:
-        ours = next((t["Value"] for t in self.config.get("Tags", []) if t["Key"] == RUN_TAG), None)
-        if ours is None:
-            return
-        theirs = self.hook.training_job_owner(description["TrainingJobArn"])
-        if theirs != ours:
-            raise AirflowFailException(
-                f"A training job named {self.job_name} already exists and belongs to Airflow run {theirs!r}, "
-                f"not {ours!r}: refusing to re-attach. Give this run another name or timestamp."
-            )
+    def _check_owner(self, latest: Attempt) -> None:
+        problem = owner_problem(latest, self.config, RUN_TAG)
+        if problem:
+            raise AirflowFailException(problem)
 
     def _wait(self, description: dict[str, Any]) -> dict[str, Any]:
+        name = description["TrainingJobName"]
         if self.deferrable:
             self.defer(
                 trigger=SageMakerFoldTrainingTrigger(
-                    job_name=self.job_name,
+                    job_name=name,
                     waiter_delay=self.check_interval,
                     waiter_max_attempts=math.ceil(self.timeout_seconds / self.check_interval) + 1,
                     aws_conn_id=self.aws_conn_id,
@@ -178,23 +210,30 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         deadline = time.monotonic() + self.timeout_seconds
         while description["TrainingJobStatus"] in RUNNING:
             if time.monotonic() > deadline:
-                self._stop(f"no end after {self.timeout_seconds} s")
-                raise AirflowException(f"Training job {self.job_name} did not finish in time; it was stopped")
+                self._timed_out(name, f"no end after {self.timeout_seconds} s")
             time.sleep(self.check_interval)
-            description = self._describe() or description
+            description = self.hook.describe_training_job_or_none(name) or description
         return description
 
     def _finish(self, description: dict[str, Any]) -> dict[str, Any]:
-        status = description["TrainingJobStatus"]
-        if status != "Completed":  # final: a retry would only re-attach to the same ended job
-            reason = description.get("FailureReason", "(no reason given)")
-            raise AirflowFailException(f"Fold {self.fold}: training job {self.job_name} {status}: {reason}")
-        self.log.info("Fold %d: training job %s completed", self.fold, self.job_name)
+        status, name = description["TrainingJobStatus"], description["TrainingJobName"]
+        if status != "Completed":
+            reason = description.get("FailureReason") or secondary_status(description) or "(no reason given)"
+            message = f"Fold {self.fold}: training job {name} {status} ({failure_kind(description)}): {reason}"
+            if is_transient(description):  # the task's retry trains a new attempt
+                raise AirflowException(message)
+            raise AirflowFailException(message)  # final: retries would fail the same way (a clear retrains)
+        self.log.info("Fold %d: training job %s completed", self.fold, name)
         self.serialized_training_data = clean_description(description)  # read by the OpenLineage facets
         return self.serialized_training_data
 
-    def _stop(self, why: str) -> None:
-        if self.hook.stop_training_job(self.job_name):
-            self.log.warning("Fold %d: stopped training job %s: %s", self.fold, self.job_name, why)
+    def _timed_out(self, name: str, why: str) -> NoReturn:
+        """Stop a job that outlived its StoppingCondition and the margin; final, as a retry would wait as long."""
+        self._stop(name, why)
+        raise AirflowFailException(f"Training job {name} did not finish in time ({why}); it was stopped")
+
+    def _stop(self, name: str, why: str) -> None:
+        if self.hook.stop_training_job(name):
+            self.log.warning("Fold %d: stopped training job %s: %s", self.fold, name, why)
         else:
-            self.log.info("Fold %d: training job %s had already ended (%s)", self.fold, self.job_name, why)
+            self.log.info("Fold %d: training job %s had already ended (%s)", self.fold, name, why)
