@@ -4,16 +4,24 @@
 
 moto's server (S3, SageMaker, ...) on a free loopback port, with tests/sagemaker_fake.py's
 additions. A job stays InProgress for ``e2e_seconds`` (a hyperparameter; 4 by default), then
-completes with per-fold metrics and billing; StopTrainingJob stops it. STATUS_FILE (JSON) holds
-the endpoint, every job seen, and the most jobs and instances InProgress at any one moment, in
-all and per Airflow run (the airflow_run_id tag). It is rewritten on every change. Runs until
-SIGTERM.
+completes with per-fold metrics and billing, or, if its name ends with ``fold{e2e_fail_fold}``
+(a first attempt), fails with an AlgorithmError; StopTrainingJob stops it. STATUS_FILE (JSON)
+holds the endpoint, every job seen, the most jobs and instances InProgress at any one moment,
+in all and per Airflow run (the airflow_run_id tag), and the faults injected. It is rewritten
+on every change. Runs until SIGTERM.
+
+Faults, asked for in ``faults.json`` beside STATUS_FILE (rewritten by the test, read every
+tick): ``{"sagemaker_throttle": ratio, "s3_slowdown": ratio, "s3_delay": seconds,
+"s3_prefix": key prefix, "until": epoch seconds}``. Until ``until``, that share of SageMaker's
+training-job calls (create, describe, stop, list tags) answers ThrottlingException, and of S3
+object reads and writes under ``s3_prefix`` answers 503 SlowDown, each after ``s3_delay``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import sys
@@ -22,18 +30,70 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.s3 import responses as s3_responses
 from moto.server import ThreadedMotoServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.sagemaker_fake import FakeSageMaker
+from tests.sagemaker_fake import FakeSageMaker, Throttled
 
 TICK_SECONDS = 0.1
 DEFAULT_SECONDS = 4.0
 
 
+SLOW_DOWN = (
+    503,
+    {"Content-Type": "application/xml"},
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    "<Message>Please reduce your request rate.</Message></Error>",
+)
+
+
+class Faults:
+    """The faults the test asked for (faults.json), and how many were injected."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rules: dict[str, Any] = {}
+        self.random = random.Random(11)
+        self.injected = {"sagemaker_throttled": 0, "s3_slowdown": 0}
+
+    def refresh(self) -> None:
+        try:
+            self.rules = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.rules = {}
+
+    def active(self, rule: str) -> float:
+        return float(self.rules.get(rule, 0)) if time.time() < float(self.rules.get("until", 0)) else 0.0
+
+    def sagemaker(self, operation: str) -> None:
+        if self.random.random() < self.active("sagemaker_throttle"):
+            self.injected["sagemaker_throttled"] += 1
+            raise Throttled()
+
+    def s3(self, key: str) -> bool:
+        """Whether this read or write of ``key`` answers SlowDown (after the delay asked for)."""
+        if not key.startswith(self.rules.get("s3_prefix", "\0")):
+            return False
+        time.sleep(self.active("s3_delay"))
+        if self.random.random() < self.active("s3_slowdown"):
+            self.injected["s3_slowdown"] += 1
+            return True
+        return False
+
+    def patch_s3(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for method in ("_key_response_get", "_key_response_put"):
+            original = getattr(s3_responses.S3Response, method)
+
+            def faulty(response, query, key_name, original=original):
+                return SLOW_DOWN if self.s3(key_name) else original(response, query, key_name)
+
+            monkeypatch.setattr(s3_responses.S3Response, method, faulty)
+
+
 def fold_metrics(name: str) -> dict[str, float]:
-    """Distinct, known scores per fold, so the aggregate can be checked."""
-    match = re.search(r"fold(\d+)$", name)
+    """Distinct, known scores per fold (every attempt of a fold alike), so the aggregate can be checked."""
+    match = re.search(r"fold(\d+)(-r\d+)?$", name)
     fold = int(match.group(1)) if match else 0
     return {"validation:accuracy": 0.80 + 0.02 * fold, "validation:auc": 0.90 + 0.01 * fold}
 
@@ -54,8 +114,9 @@ def describe(job: Any) -> dict[str, Any]:
 class Jobs:
     """Drives moto's training jobs through time and keeps the status file."""
 
-    def __init__(self, fake: FakeSageMaker, status_file: Path, endpoint: str):
+    def __init__(self, fake: FakeSageMaker, status_file: Path, endpoint: str, faults: Faults):
         self.fake = fake
+        self.faults = faults
         self.status_file = status_file
         self.endpoint = endpoint
         self.started: dict[str, float] = {}
@@ -70,8 +131,15 @@ class Jobs:
             if job.training_job_status != "InProgress":
                 continue
             start = self.started.setdefault(job.training_job_name, now)
-            if now - start >= float((job.hyper_parameters or {}).get("e2e_seconds", DEFAULT_SECONDS)):
+            hyperparameters = job.hyper_parameters or {}
+            if now - start < float(hyperparameters.get("e2e_seconds", DEFAULT_SECONDS)):
+                continue
+            if job.training_job_name.endswith(f"fold{hyperparameters.get('e2e_fail_fold', '')}"):
+                reason = "AlgorithmError: ValueError: could not convert string to float: 'n/a'"
+                self.fake.finish(job.training_job_name, status="Failed", reason=reason)
+            else:
                 self.fake.finish(job.training_job_name, metrics=fold_metrics(job.training_job_name))
+        self.faults.refresh()
         self.record(jobs)
 
     def record(self, jobs: list[Any]) -> None:
@@ -86,6 +154,7 @@ class Jobs:
             "endpoint": self.endpoint,
             "jobs": {job.training_job_name: describe(job) for job in jobs},
             "peaks": self.peaks,
+            "faults": dict(self.faults.injected),
         }
         serialized = json.dumps(status, indent=1)
         if serialized != self.written:
@@ -102,7 +171,12 @@ def main(status_file: str) -> None:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    jobs = Jobs(FakeSageMaker(pytest.MonkeyPatch()), Path(status_file), f"http://{host}:{port}")
+    patch = pytest.MonkeyPatch()
+    faults = Faults(Path(status_file).with_name("faults.json"))
+    faults.patch_s3(patch)
+    fake = FakeSageMaker(patch)
+    fake.fault = faults.sagemaker
+    jobs = Jobs(fake, Path(status_file), f"http://{host}:{port}", faults)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     jobs.record([])

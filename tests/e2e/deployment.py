@@ -148,6 +148,15 @@ class AwsEndpoint:
         """The most jobs and instances InProgress at one moment, for one Airflow run or ("*") for all."""
         return self.status()["peaks"].get(run_id, {"jobs": 0, "instances": 0})
 
+    def faults(self, seconds: float = 60, **rules: Any) -> None:
+        """Have the endpoint inject faults for ``seconds`` (see aws_endpoint.py); none: stop."""
+        scratch = self.status_file.with_name("faults.tmp")
+        scratch.write_text(json.dumps({**rules, "until": time.time() + seconds}))
+        os.replace(scratch, self.status_file.with_name("faults.json"))
+
+    def injected(self) -> dict[str, int]:
+        return self.status()["faults"]
+
     def jobs(self, run_id: str | None = None) -> dict[str, dict[str, Any]]:
         jobs = self.status()["jobs"]
         return {
@@ -216,6 +225,17 @@ def dataset(rows: int = 200, seed: int = 5) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+REPORT: dict[str, Any] = {}
+
+
+def record(name: str, **figures: Any) -> None:
+    """Keep a test's figures in build/e2e/artifacts/e2e-report.json, and print them."""
+    REPORT[name] = figures
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "e2e-report.json").write_text(json.dumps(REPORT, indent=2))
+    print(f"{name}: {figures}")
+
+
 @dataclass
 class Deployment:
     """What a test gets: Airflow, the AWS endpoint, an S3 client on it, and how long setting up took."""
@@ -264,20 +284,39 @@ class Airflow:
         return run([str(self.venv / "bin" / "airflow"), *args], env=self.env, cwd=self.home).stdout
 
     def start(self) -> None:
-        group = 0  # the first component leads a new process group; the others join it
         for name in COMPONENTS:
-            log = (self.home / f"{name}.log").open("w")
-            process = subprocess.Popen(
+            self.processes.append(self.launch(name))
+
+    def launch(self, name: str) -> subprocess.Popen:
+        """Start one component; the first leads a new process group, the others join it."""
+        with (self.home / f"{name}.log").open("a") as log:
+            return subprocess.Popen(
                 [str(self.venv / "bin" / "airflow"), name],
                 env=self.env,
                 cwd=self.home,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                process_group=group,
+                process_group=self.processes[0].pid if self.processes else 0,
             )
-            log.close()
-            group = group or process.pid
-            self.processes.append(process)
+
+    def crash(self, component: str) -> None:
+        """SIGKILL a component and every process under it, as a lost machine would, then start it again."""
+        index = COMPONENTS.index(component)
+        main = psutil.Process(self.processes[index].pid)
+        for process in [main, *main.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        self.processes[index].wait(timeout=30)
+        self.processes[index] = self.launch(component)
+
+    def kill_task(self, ti_id: str) -> int:
+        """SIGKILL the process running a task instance (its title is ``airflow worker -- {id}``); its pid."""
+        for process in self.leftovers():
+            with contextlib.suppress(psutil.Error):
+                if ti_id in " ".join(process.cmdline()):
+                    process.kill()
+                    return process.pid
+        raise LookupError(f"no process runs task instance {ti_id}")
 
     def stop(self) -> None:
         """SIGTERM to the components' group, SIGKILL what is left, then any task process left over."""
@@ -386,6 +425,13 @@ class Airflow:
         response.raise_for_status()
         return json.dumps(response.json()["content"])
 
+    def clear(self, run_id: str, only_failed: bool, dag_id: str = DAG_ID) -> list[dict[str, Any]]:
+        """What a user's "Clear" does (REST clearTaskInstances): the run's failed tasks, or all of them."""
+        body = {"dry_run": False, "dag_run_id": run_id, "only_failed": only_failed, "reset_dag_runs": True}
+        response = self.api("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", json=body)
+        response.raise_for_status()
+        return response.json()["task_instances"]
+
     def xcom(self, run_id: str, task_id: str, dag_id: str = DAG_ID) -> Any:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
         response = self.api("GET", path, params={"deserialize": True})
@@ -405,6 +451,9 @@ def airflow_environment(home: Path, database: str, aws: str, request_file: Path)
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "8",
+        # a crashed scheduler's tasks are found within a minute, not the default five (the crash test)
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
@@ -450,3 +499,16 @@ def airflow(root: Path, venv: Path, database: str, aws: str, request_file: Path)
         yield deployment
     finally:
         deployment.stop()
+
+
+def start_run(deployment: Deployment, conf: dict[str, Any], dag_id: str = DAG_ID) -> str:
+    response = deployment.airflow.trigger(conf, dag_id)
+    assert response.status_code == 200, response.text
+    return response.json()["dag_run_id"]
+
+
+def diagnose(deployment: Deployment, run_id: str, dag_id: str = DAG_ID) -> str:
+    """Why a run did not do what was expected: its tasks, and the scheduler's and triggerer's last lines."""
+    tis = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in deployment.airflow.task_instances(run_id, dag_id)]
+    tails = {name: deployment.airflow.log(name)[-3000:] for name in ("scheduler", "triggerer")}
+    return f"tasks: {tis}\n" + "\n".join(f"--- {name}\n{tail}" for name, tail in tails.items())

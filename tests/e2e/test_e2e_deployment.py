@@ -15,39 +15,26 @@ import pytest
 import requests
 
 from tests.e2e.deployment import (
-    ARTIFACTS,
     BUCKET,
     DAG_ID,
     MULTI_DAG_ID,
     POOL_SLOTS,
     SECRET_TEMPLATE,
     Deployment,
+    diagnose,
+    record,
     sagemaker_request,
+    start_run,
     wait_for,
 )
 
 pytestmark = pytest.mark.e2e
-
-REPORT: dict[str, Any] = {}
-
-
-def start_run(deployment: Deployment, conf: dict[str, Any], dag_id: str = DAG_ID) -> str:
-    response = deployment.airflow.trigger(conf, dag_id)
-    assert response.status_code == 200, response.text
-    return response.json()["dag_run_id"]
 
 
 def mark_failed(deployment: Deployment, run_id: str) -> None:
     """What a user's "Mark run as failed" does."""
     response = deployment.airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
     assert response.status_code == 200, response.text
-
-
-def diagnose(deployment: Deployment, run_id: str, dag_id: str = DAG_ID) -> str:
-    """Why a run did not do what was expected: its tasks, and the scheduler's and triggerer's last lines."""
-    tis = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in deployment.airflow.task_instances(run_id, dag_id)]
-    tails = {name: deployment.airflow.log(name)[-3000:] for name in ("scheduler", "triggerer")}
-    return f"tasks: {tis}\n" + "\n".join(f"--- {name}\n{tail}" for name, tail in tails.items())
 
 
 def fold_logs(deployment: Deployment, run_id: str, ti: dict[str, Any]) -> list[str]:
@@ -59,13 +46,6 @@ def fold_logs(deployment: Deployment, run_id: str, ti: dict[str, Any]) -> list[s
         except requests.HTTPError:
             continue
     return logs
-
-
-def record(name: str, **figures: Any) -> None:
-    REPORT[name] = figures
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "e2e-report.json").write_text(json.dumps(REPORT, indent=2))
-    print(f"{name}: {figures}")
 
 
 def test_airflow_lists_the_provider(deployment: Deployment) -> None:
