@@ -88,9 +88,9 @@ class FakeSageMaker:
 
         original_list_tags = models.SageMakerModelBackend.list_tags
 
-        def list_tags(backend, arn):
+        def list_tags(backend, *args, **kwargs):
             fake.call("ListTags")
-            return original_list_tags(backend, arn)
+            return original_list_tags(backend, *args, **kwargs)
 
         original_describe_experiment = models.SageMakerModelBackend.describe_experiment
 
