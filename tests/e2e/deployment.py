@@ -310,8 +310,9 @@ class Airflow:
         self.processes[index] = self.launch(component)
 
     def kill_task(self, ti_id: str) -> int:
-        """SIGKILL the process running a task instance (its title is ``airflow worker -- {id}``); its pid."""
-        for process in self.leftovers():
+        """SIGKILL the process running a task instance (its title is ``airflow worker -- {id}``); its pid.
+        (Found by title alone: setting it overwrites what /proc shows of the process's environment.)"""
+        for process in psutil.process_iter():
             with contextlib.suppress(psutil.Error):
                 if ti_id in " ".join(process.cmdline()):
                     process.kill()
