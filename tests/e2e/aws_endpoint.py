@@ -12,9 +12,11 @@ on every change. Runs until SIGTERM.
 
 Faults, asked for in ``faults.json`` beside STATUS_FILE (rewritten by the test, read every
 tick): ``{"sagemaker_throttle": ratio, "s3_slowdown": ratio, "s3_delay": seconds,
-"s3_prefix": key prefix, "until": epoch seconds}``. Until ``until``, that share of SageMaker's
-training-job calls (create, describe, stop, list tags) answers ThrottlingException, and of S3
-object reads and writes under ``s3_prefix`` answers 503 SlowDown, each after ``s3_delay``.
+"s3_slowdown_first": bool, "s3_prefix": key prefix, "until": epoch seconds}``. Until ``until``,
+that share of SageMaker's training-job calls (create, describe, stop, list tags) answers
+ThrottlingException, and of S3 object reads and writes under ``s3_prefix`` answers 503
+SlowDown (with ``s3_slowdown_first``: the first read and the first write of every object),
+each after ``s3_delay``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Faults:
         self.rules: dict[str, Any] = {}
         self.random = random.Random(11)
         self.injected = {"sagemaker_throttled": 0, "s3_slowdown": 0}
+        self.seen: set[tuple[str, str]] = set()  # (method, key) already answered once
 
     def refresh(self) -> None:
         try:
@@ -71,12 +74,14 @@ class Faults:
             self.injected["sagemaker_throttled"] += 1
             raise Throttled()
 
-    def s3(self, key: str) -> bool:
+    def s3(self, method: str, key: str) -> bool:
         """Whether this read or write of ``key`` answers SlowDown (after the delay asked for)."""
         if not key.startswith(self.rules.get("s3_prefix", "\0")):
             return False
         time.sleep(self.active("s3_delay"))
-        if self.random.random() < self.active("s3_slowdown"):
+        first = (method, key) not in self.seen and self.active("s3_slowdown_first")
+        self.seen.add((method, key))
+        if first or self.random.random() < self.active("s3_slowdown"):
             self.injected["s3_slowdown"] += 1
             return True
         return False
@@ -85,8 +90,8 @@ class Faults:
         for method in ("_key_response_get", "_key_response_put"):
             original = getattr(s3_responses.S3Response, method)
 
-            def faulty(response, query, key_name, original=original):
-                return SLOW_DOWN if self.s3(key_name) else original(response, query, key_name)
+            def faulty(response, query, key_name, original=original, method=method):
+                return SLOW_DOWN if self.s3(method, key_name) else original(response, query, key_name)
 
             monkeypatch.setattr(s3_responses.S3Response, method, faulty)
 

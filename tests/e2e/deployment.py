@@ -336,13 +336,14 @@ class Airflow:
             leftover.kill()
 
     def leftovers(self) -> list[psutil.Process]:
-        """Processes still running with this deployment's AIRFLOW_HOME."""
-        found = []
+        """Processes still running with this deployment's AIRFLOW_HOME, and their descendants (a task
+        process's title hides its environment)."""
+        found: dict[int, psutil.Process] = {}
         for process in psutil.process_iter():
             with contextlib.suppress(psutil.Error):
                 if process.environ().get("AIRFLOW_HOME") == str(self.home):
-                    found.append(process)
-        return found
+                    found.update({p.pid: p for p in [process, *process.children(recursive=True)]})
+        return list(found.values())
 
     @contextlib.contextmanager
     def paused(self, component: str) -> Iterator[None]:
