@@ -153,8 +153,8 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         return super().resume_execution(next_method, next_kwargs, context)
 
     def on_kill(self) -> None:
-        latest = self._latest()
-        if latest is not None and latest.status == "InProgress":
+        latest = self.hook.latest_attempt(self.job_name)
+        if latest is not None and latest.status == "InProgress" and not owner_problem(latest, self.config, RUN_TAG):
             self._stop(latest.name, "the task was killed")
 
     def _latest(self) -> Attempt | None:
