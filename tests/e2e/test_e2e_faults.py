@@ -70,6 +70,8 @@ def finish(deployment: Deployment, run_id: str, expected: str = "success", timeo
         "training_jobs": sum(map(len, folds.values())),
         "duplicate_jobs": duplicates,
         "jobs_left_running": len(running),
+        # tries beyond the first, of every task (a stale executor event, apache/airflow#72716, adds some)
+        "task_retries": sum(ti["try_number"] - 1 for ti in deployment.airflow.task_instances(run_id)),
     }
 
 
@@ -163,8 +165,7 @@ def test_a_throttling_storm_is_weathered(deployment: Deployment) -> None:
     figures = finish(deployment, run_id)
     throttled = deployment.aws.injected()["sagemaker_throttled"] - before
     assert figures["training_jobs"] == 5 and throttled > 0
-    retries = sum(ti["try_number"] - 1 for ti in deployment.airflow.task_instances(run_id))
-    record("throttling storm", **figures, calls_throttled=throttled, task_retries=retries)
+    record("throttling storm", **figures, calls_throttled=throttled)
 
 
 def test_s3_slowdowns_during_the_split_change_nothing(deployment: Deployment, tmp_path: Path) -> None:
