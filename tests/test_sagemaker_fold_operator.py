@@ -231,6 +231,15 @@ def test_a_deferral_timeout_stops_the_job_and_fails_for_good(s3, sagemaker):
     assert sagemaker.stops == [config["TrainingJobName"]]
 
 
+def test_a_failed_wait_on_an_ended_job_ends_as_the_job_did(s3, sagemaker):
+    """Older amazon triggers raise when the job fails: the job's own failure decides, final or not."""
+    with pytest.raises(TaskDeferred):
+        operator(fold_config(s3)).execute({})
+    sagemaker.finish(FIRST, status="Failed", reason="AlgorithmError: bad label")
+    with pytest.raises(AirflowFailException, match="AlgorithmError"):
+        operator(fold_config(s3)).resume_execution("__fail__", {"error": TriggerFailureReason.TRIGGER_FAILURE}, {})
+
+
 def test_a_failed_trigger_leaves_the_job_training_for_the_retry_to_reattach(s3, sagemaker):
     with pytest.raises(TaskDeferred):
         operator(fold_config(s3)).execute({})

@@ -143,10 +143,13 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         return self._finish(latest.description)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        error = (next_kwargs or {}).get("error")
-        if next_method == TRIGGER_FAIL and error == TriggerFailureReason.TRIGGER_TIMEOUT:
+        if next_method == TRIGGER_FAIL:
             latest = self._latest()
-            if latest is not None and latest.status in RUNNING:
+            if latest is not None and latest.status not in RUNNING:
+                # the job ended though its wait failed (older amazon triggers raise on a failed job):
+                # its own outcome decides, so a final failure spends no retry
+                return self._finish(latest.description)
+            if latest is not None and (next_kwargs or {}).get("error") == TriggerFailureReason.TRIGGER_TIMEOUT:
                 self._timed_out(latest.name, "the deferral timed out")
         # any other trigger failure (the triggerer lost its connection, throttling): the job may be
         # training well, so it is left alone and the task's retry re-attaches to it
