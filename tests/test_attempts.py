@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_smx.core.attempts import FOLDS_TAG, Attempt, Step, is_transient, next_step
+from airflow_smx.core.attempts import FOLDS_TAG, Attempt, Step, first_since_clear, is_transient, next_step
 
 
 def attempt(status: str, folds: str = "a", number: int = 1) -> Attempt:
@@ -26,6 +26,25 @@ def attempt(status: str, folds: str = "a", number: int = 1) -> Attempt:
 )
 def test_what_a_try_does_with_the_latest_attempt(latest, step):
     assert next_step(latest, "a") == step
+
+
+def test_an_automatic_retry_retrains_a_transient_failure_but_not_a_final_one():
+    final = Attempt(
+        1, {"TrainingJobName": "j", "TrainingJobStatus": "Failed", "FailureReason": "AlgorithmError: x"}, {}
+    )
+    transient = Attempt(1, {**final.description, "FailureReason": "CapacityError: none left"}, {})
+    assert next_step(final, "", fresh=False) == (Step.REPORT, 1)  # its try died before reporting it
+    assert next_step(transient, "", fresh=False) == (Step.CREATE, 2)
+    assert next_step(final, "", fresh=True) == (Step.CREATE, 2)  # a user cleared it
+
+
+@pytest.mark.parametrize(
+    ("try_number", "max_tries", "fresh"),
+    [(1, 6, True), (2, 6, False), (7, 6, False), (2, 7, True), (3, 7, False), (8, 13, True)],
+)
+def test_a_try_is_fresh_when_it_is_the_first_since_the_run_started_or_was_cleared(try_number, max_tries, fresh):
+    # a task with 6 retries; a clear after try n sets max_tries to n + 6
+    assert first_since_clear(try_number, max_tries, 6) is fresh
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
@@ -124,6 +125,22 @@ def test_a_final_failure_spends_no_retry_and_a_clear_trains_a_new_attempt(s3, sa
     assert result["TrainingJobName"] == second and result["TrainingJobStatus"] == "Completed"
 
 
+def test_an_automatic_retry_never_retrains_a_final_failure_its_dead_try_did_not_report(s3, sagemaker):
+    """The try waiting on the job died (a lost worker, apache/airflow#72716's stale event) after
+    the job failed for good: Airflow's retry ends as the job did, paying for no second job."""
+    with pytest.raises(TaskDeferred):
+        operator(fold_config(s3), retries=6).execute({})
+    sagemaker.finish(FIRST, status="Failed", reason="AlgorithmError: bad label")
+    retry = {"ti": SimpleNamespace(try_number=2, max_tries=6)}
+    with pytest.raises(AirflowFailException, match="AlgorithmError"):
+        operator(fold_config(s3), retries=6).execute(retry)
+    assert len(sagemaker.creates) == 1
+    cleared = {"ti": SimpleNamespace(try_number=3, max_tries=8)}  # the user clears it after try 2
+    with pytest.raises(TaskDeferred):
+        operator(fold_config(s3), retries=6).execute(cleared)
+    assert len(sagemaker.creates) == 2
+
+
 @pytest.mark.parametrize(
     "reason",
     [
@@ -135,7 +152,7 @@ def test_a_transient_failure_is_retrained_by_the_tasks_own_retry(s3, sagemaker, 
     failed = end_first_attempt(s3, sagemaker, "Failed", reason)
     assert not isinstance(failed, AirflowFailException) and "transient" in str(failed)
     with pytest.raises(TaskDeferred) as deferred:  # Airflow's automatic retry
-        operator(fold_config(s3)).execute({})
+        operator(fold_config(s3), retries=6).execute({"ti": SimpleNamespace(try_number=2, max_tries=6)})
     assert deferred.value.trigger.job_name == f"{FIRST}-r2"
 
 

@@ -15,13 +15,17 @@ InProgress, of these folds                  re-attaches to it (an automatic retr
 InProgress, of other folds; Stopping        stops it; creates attempt n + 1
 Completed, of these folds                   re-uses it (never pays twice for the same data)
 Completed, of other folds                   creates attempt n + 1 (the input changed)
-Failed or Stopped                           creates attempt n + 1
+Failed or Stopped, transiently              creates attempt n + 1
+Failed or Stopped for good                  creates attempt n + 1 if the try is the first
+                                            since the run started or a user cleared the
+                                            task; an automatic retry ends as that job did
 =========================================  =============================================
 
 "These folds" means the job's ``FOLDS_TAG`` equals the digest of the plan the task was mapped
-with (:func:`folds_digest`): the input's checksum and every CV setting. A Failed or Stopped
-attempt is only ever met by a try that a user asked for (a clear) or by the retry of a
-transient failure: a final failure fails the task without retries, so nothing else retries it.
+with (:func:`folds_digest`): the input's checksum and every CV setting. A final failure fails
+its task without retries; an automatic retry meets one only when the try that should have
+reported it died first (a killed worker, apache/airflow#72716's stale event), and must not pay
+for the same failure again.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Step(Enum):
     ATTACH = "attach"
     REUSE = "reuse"
     REPLACE = "replace"  # stop the latest, then create the next
+    REPORT = "report"  # end as the latest ended (a final failure, met by an automatic retry)
 
 
 def folds_digest(identity: dict[str, Any]) -> str:
@@ -128,8 +133,12 @@ def owner_problem(latest: Attempt, config: dict[str, Any], run_tag: str) -> str 
     )
 
 
-def next_step(latest: Attempt | None, digest: str) -> tuple[Step, int]:
-    """What a try of the fold's task does, and with which attempt number (see the module's table)."""
+def next_step(latest: Attempt | None, digest: str, fresh: bool = True) -> tuple[Step, int]:
+    """What a try of the fold's task does, and with which attempt number (see the module's table).
+
+    :param fresh: the try is the first since the run started or a user cleared the task
+        (:func:`first_since_clear`), not an automatic retry
+    """
     if latest is None:
         return Step.CREATE, 1
     if latest.status == "InProgress" and latest.of_folds(digest):
@@ -138,7 +147,15 @@ def next_step(latest: Attempt | None, digest: str) -> tuple[Step, int]:
         return Step.REPLACE, latest.number + 1
     if latest.status == "Completed" and latest.of_folds(digest):
         return Step.REUSE, latest.number
+    if latest.status != "Completed" and not fresh and not is_transient(latest.description):
+        return Step.REPORT, latest.number
     return Step.CREATE, latest.number + 1
+
+
+def first_since_clear(try_number: int, max_tries: int, retries: int) -> bool:
+    """Whether a task's try is its first since its run started or it was cleared: a clear sets
+    ``max_tries`` to the last try number plus the task's retries (Airflow's own reckoning)."""
+    return try_number <= max_tries - retries + 1
 
 
 # Why a job failed, from SageMaker's FailureReason prefix and secondary status. Transient: the

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
@@ -32,6 +32,7 @@ from airflow_smx.core.container import record_uri
 from airflow_smx.core.job_requests import RUN_TAG, SAGEMAKER_DEFAULT_RUNTIME
 from airflow_smx.core.policy import INHERITED_ENV, LocalCommand
 from airflow_smx.hooks.s3fs_options import storage_options_for
+from airflow_smx.operators import fresh_try
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -113,7 +114,9 @@ class LocalFoldTrainingOperator(BaseOperator):
         latest = latest_record(self.config, options)
         if latest is not None and (problem := owner_problem(latest, self.config, RUN_TAG)):
             raise AirflowFailException(problem)
-        step, number = next_step(latest, tags_of(self.config).get(FOLDS_TAG, ""))
+        step, number = next_step(latest, tags_of(self.config).get(FOLDS_TAG, ""), fresh_try(context, self.retries))
+        if step is Step.REPORT:
+            self._fail(latest.description)
         if step is Step.REUSE:
             self.log.info("Fold %d: %s already completed on these folds; re-using it", self.fold, latest.name)
             return latest.description
@@ -123,9 +126,13 @@ class LocalFoldTrainingOperator(BaseOperator):
         fs, path = storage.filesystem(record_uri(config), options)
         storage.write_json(fs, path, record)
         if record["TrainingJobStatus"] != "Completed":
-            name, reason = config["TrainingJobName"], record["FailureReason"]
-            raise AirflowFailException(f"Fold {self.fold}: {name} Failed (final): {reason}")
+            self._fail(record)
         return record
+
+    def _fail(self, record: dict[str, Any]) -> NoReturn:
+        """A local failure is the command's: final, as an AlgorithmError is (a clear trains again)."""
+        name, reason = record["TrainingJobName"], record["FailureReason"]
+        raise AirflowFailException(f"Fold {self.fold}: {name} Failed (final): {reason}")
 
     @property
     def job_name(self) -> str:

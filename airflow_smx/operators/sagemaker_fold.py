@@ -29,6 +29,7 @@ from airflow_smx.core.attempts import (
 from airflow_smx.core.job_requests import RUN_TAG, SAGEMAKER_DEFAULT_RUNTIME
 from airflow_smx.core.results import clean_description
 from airflow_smx.hooks.sagemaker import CrossValidationSageMakerHook, error_code
+from airflow_smx.operators import fresh_try
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
 
 if TYPE_CHECKING:
@@ -119,7 +120,9 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         self.preprocess_config()
         latest = self._latest()
-        step, number = next_step(latest, self.folds)
+        step, number = next_step(latest, self.folds, fresh_try(context, self.retries))
+        if step is Step.REPORT:
+            return self._finish(latest.description)
         if step is Step.REUSE:
             self.log.info("Fold %d: re-using completed training job %s (same folds)", self.fold, latest.name)
             return self._finish(latest.description)
