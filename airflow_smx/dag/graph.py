@@ -126,7 +126,7 @@ def cross_validation_dag(
                         **trainer.task_arguments(),
                     ).expand_kwargs(source)
                 )
-        aggregate = aggregate_results(run, folds)
+        aggregate = aggregate_results()
         teardown = stop_unfinished_jobs()
         trainers >> aggregate >> teardown
         # A teardown runs even when the run is marked failed (Airflow kills the others), and

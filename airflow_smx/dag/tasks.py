@@ -134,6 +134,12 @@ def select_folds(
     return [fold.kwargs() for fold in routed if fold_task_of(fold, fold_tasks) == tuple(fold_task)]
 
 
+def run_inputs(ti: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+    """The run's checked request and its folds (FoldJob kwargs), None for what was never made."""
+    run = ti.xcom_pull(task_ids="check_request")
+    return run, ti.xcom_pull(task_ids="split_dataset") if run else None
+
+
 @task(
     trigger_rule="all_done",
     outlets=[RESULT_ASSET],
@@ -142,8 +148,15 @@ def select_folds(
     retry_delay=datetime.timedelta(seconds=15),
     retry_exponential_backoff=2.0,
 )
-def aggregate_results(run: dict[str, Any], folds: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
-    """Gather every fold's outcome, failed ones included; write cv_result.json; pass or fail the run."""
+def aggregate_results(**context: Any) -> dict[str, Any]:
+    """Gather every fold's outcome, failed ones included; write cv_result.json; pass or fail the run.
+
+    It reads its inputs itself: it runs whatever became of the folds (all_done), also when the
+    request was refused or the split failed, and must then fail at once, not spend its retries.
+    """
+    run, folds = run_inputs(context["ti"])
+    if not run or folds is None:
+        raise AirflowFailException("No folds to aggregate: check_request or split_dataset did not succeed.")
     request = CVRequest.model_validate(run["request"])
     trainer = backend(request.backend, settings.get("aws_conn_id"))
     outcomes = [trainer.outcome(FoldJob(**fold)) for fold in folds]
@@ -175,8 +188,8 @@ def stop_unfinished_jobs(**context: Any) -> list[str]:
     failed before its folds were split).
     """
     ti = context["ti"]
-    run = ti.xcom_pull(task_ids="check_request")
-    folds = (ti.xcom_pull(task_ids="split_dataset") or []) if run else []
+    run, folds = run_inputs(ti)
+    folds = folds or []
     stopped, errors = [], []
     if folds:
         trainer = backend(CVRequest.model_validate(run["request"]).backend, settings.get("aws_conn_id"))

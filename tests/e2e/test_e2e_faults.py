@@ -192,8 +192,13 @@ def test_clearing_a_failed_fold_retrains_that_fold_alone(deployment: Deployment)
     conf["training"]["HyperParameters"]["e2e_fail_fold"] = "1"  # the endpoint fails fold 1's first job
     run_id = start_run(deployment, conf)
     finish(deployment, run_id, expected="failed")
-    failed = {ti["map_index"]: (ti["state"], ti["try_number"]) for ti in fold_tasks(deployment, run_id)}
-    assert failed == {0: ("success", 1), 1: ("failed", 1), 2: ("success", 1)}  # final: no retry spent
+    assert {ti["map_index"]: ti["state"] for ti in fold_tasks(deployment, run_id)} == {
+        0: "success",
+        1: "failed",
+        2: "success",
+    }
+    # final: no retry trained it again (a retry forced by apache/airflow#72716 reports it, no more)
+    assert jobs_by_fold(deployment, run_id)[1] == [(1, "Failed")]
 
     cleared = deployment.airflow.clear(run_id, only_failed=True)  # as a user's script would
     figures = finish(deployment, run_id)
