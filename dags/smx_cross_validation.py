@@ -6,9 +6,8 @@ a schedule, and ``[smx] request_file`` gives those runs their request and adds
 is updated. Both publish the Asset ``smx_cross_validation_result``.
 """
 
-from airflow.sdk import Asset
-
 from airflow_smx import settings
+from airflow_smx.compat import asset
 from airflow_smx.core.request import parse_request
 from airflow_smx.dag.graph import cross_validation_dag
 
@@ -19,6 +18,6 @@ dag = cross_validation_dag("smx_cross_validation", schedule=settings.get("schedu
 if stored is not None:
     on_data = cross_validation_dag(
         "smx_cross_validation_on_data",
-        schedule=[Asset(uri=parse_request(stored).input.uri)],
+        schedule=[asset(parse_request(stored).input.uri)],
         request=stored,
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow_smx import settings
 from airflow_smx.backends import Backend
+from airflow_smx.compat import RETRY_BACKOFF
 from airflow_smx.core.job_requests import RUN_TAG, FoldJob, run_tag_value
 from airflow_smx.core.request import CVRequest
 from airflow_smx.core.results import FoldOutcome
@@ -31,7 +32,7 @@ class SageMakerBackend(Backend):
             "check_interval": int(settings.get("check_interval")),
             "retries": 6,
             "retry_delay": datetime.timedelta(seconds=30),
-            "retry_exponential_backoff": 2.0,
+            "retry_exponential_backoff": RETRY_BACKOFF,
             "max_retry_delay": datetime.timedelta(minutes=10),
         }
 

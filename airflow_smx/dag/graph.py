@@ -21,10 +21,9 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, literal
-
 from airflow_smx import settings
 from airflow_smx.backends import backend
+from airflow_smx.compat import DAG, Param, TaskGroup, TriggerRule, literal
 from airflow_smx.core.form import form_fields
 from airflow_smx.core.request import parse_request
 from airflow_smx.dag.tasks import (

@@ -10,12 +10,11 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException
-from airflow.sdk import Asset, task
 from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_smx import settings
 from airflow_smx.backends import backend
+from airflow_smx.compat import RETRY_BACKOFF, AirflowFailException, asset, task
 from airflow_smx.core import storage
 from airflow_smx.core.folds import SplitError, split_dataset
 from airflow_smx.core.form import request_from_form, unknown_fields
@@ -26,7 +25,7 @@ from airflow_smx.core.results import cv_result, report
 from airflow_smx.core.smx_validator import is_smx_validator_input
 from airflow_smx.hooks.s3fs_options import storage_options_for
 
-RESULT_ASSET = Asset(name="smx_cross_validation_result", uri="smx://cross-validation/result")
+RESULT_ASSET = asset("smx://cross-validation/result", name="smx_cross_validation_result")
 
 
 def request_of(conf: dict[str, Any], params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -86,7 +85,7 @@ def check_request(stored: dict[str, Any] | None = None, largest_slot: int = 1, *
 
 # A killed worker or a storage outage fails a try; the retry writes the same bytes to the same
 # keys (the split is deterministic), or finds the split done (plan.json) and writes nothing.
-@task(retries=3, retry_delay=datetime.timedelta(seconds=15), retry_exponential_backoff=2.0)
+@task(retries=3, retry_delay=datetime.timedelta(seconds=15), retry_exponential_backoff=RETRY_BACKOFF)
 def split_dataset_task(run: dict[str, Any]) -> list[dict[str, Any]]:
     """Write the folds; return one FoldJob per fold (its CreateTrainingJob request: URIs and counts only)."""
     request = CVRequest.model_validate(run["request"])
@@ -146,7 +145,7 @@ def run_inputs(ti: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | N
     multiple_outputs=False,
     retries=3,  # an AWS call that fails (throttling, a network error) is asked again; a verdict is final
     retry_delay=datetime.timedelta(seconds=15),
-    retry_exponential_backoff=2.0,
+    retry_exponential_backoff=RETRY_BACKOFF,
 )
 def aggregate_results(**context: Any) -> dict[str, Any]:
     """Gather every fold's outcome, failed ones included; write cv_result.json; pass or fail the run.
@@ -174,7 +173,7 @@ def aggregate_results(**context: Any) -> dict[str, Any]:
     return summary
 
 
-@task(retries=5, retry_delay=datetime.timedelta(seconds=30), retry_exponential_backoff=2.0)
+@task(retries=5, retry_delay=datetime.timedelta(seconds=30), retry_exponential_backoff=RETRY_BACKOFF)
 def stop_unfinished_jobs(**context: Any) -> list[str]:
     """Teardown: stop this run's training jobs still running once its fold tasks are over.
 

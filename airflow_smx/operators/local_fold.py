@@ -14,9 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
-
 from airflow_smx import settings
+from airflow_smx.compat import AirflowFailException, BaseOperator
 from airflow_smx.core import container, storage
 from airflow_smx.core.attempts import (
     FOLDS_TAG,

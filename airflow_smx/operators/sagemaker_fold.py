@@ -9,10 +9,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
-from airflow.sdk.bases.operator import TriggerFailureReason
 from botocore.exceptions import ClientError
 
+from airflow_smx.compat import TRIGGER_FAIL, AirflowException, AirflowFailException, deferral_timed_out
 from airflow_smx.core.attempts import (
     FOLDS_TAG,
     RUNNING,
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 RETRYABLE_CREATE_ERRORS = {"ThrottlingException", "ResourceLimitExceeded"}  # the task's retry creates again
-TRIGGER_FAIL = "__fail__"
 
 
 class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
@@ -152,7 +150,7 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
                 # the job ended though its wait failed (older amazon triggers raise on a failed job):
                 # its own outcome decides, so a final failure spends no retry
                 return self._finish(latest.description)
-            if latest is not None and (next_kwargs or {}).get("error") == TriggerFailureReason.TRIGGER_TIMEOUT:
+            if latest is not None and deferral_timed_out(next_method, next_kwargs):
                 self._timed_out(latest.name, "the deferral timed out")
         # any other trigger failure (the triggerer lost its connection, throttling): the job may be
         # training well, so it is left alone and the task's retry re-attaches to it
