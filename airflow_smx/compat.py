@@ -9,16 +9,21 @@ were one version. Where they live (checked against the wheels of Amazon MWAA's i
   ``retry_exponential_backoff`` is a flag, not a multiplier.
 - Airflow 2.x: no ``airflow.sdk``; an Asset is a ``Dataset``, which has a URI but no name, and a
   deferral timeout reaches the operator as a string, not a ``TriggerFailureReason``.
+- amazon provider before 9.32: ``SageMakerTrigger(poke_interval, max_attempts, aws_conn_id)``, a
+  trigger that serializes as itself (a subclass runs as the stock trigger) and raises, rather
+  than reports, when the job fails; from 9.32 it is an ``AwsBaseWaiterTrigger``.
 """
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
 from airflow import __version__ as _airflow_version
 from packaging.version import Version
 
 AIRFLOW_VERSION = Version(Version(_airflow_version).base_version)
+AMAZON_VERSION = Version(version("apache-airflow-providers-amazon"))
 # retry_exponential_backoff: a multiplier from Airflow 3.1 on, a flag (doubling) before
 RETRY_BACKOFF: float | bool = 2.0 if Version("3.1") <= AIRFLOW_VERSION else True
 
@@ -69,7 +74,9 @@ __all__ = [
     "asset",
     "deferral_timed_out",
     "literal",
+    "sagemaker_trigger_arguments",
     "task",
+    "trigger_hook",
 ]
 
 
@@ -84,3 +91,20 @@ def asset(uri: str, name: str | None = None) -> Any:
 def deferral_timed_out(next_method: str, next_kwargs: dict[str, Any] | None) -> bool:
     """Whether a task resumes because its deferral timed out (not because its trigger failed)."""
     return next_method == TRIGGER_FAIL and (next_kwargs or {}).get("error") == DEFERRAL_TIMEOUT
+
+
+def sagemaker_trigger_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """``SageMakerTrigger``'s keyword arguments, given in 9.32's names (waiter_delay,
+    waiter_max_attempts, aws_conn_id, region_name, verify, botocore_config), for this amazon."""
+    if Version("9.32") <= AMAZON_VERSION:
+        return arguments
+    return {
+        "poke_interval": arguments["waiter_delay"],
+        "max_attempts": arguments["waiter_max_attempts"],
+        "aws_conn_id": arguments.get("aws_conn_id"),
+    }
+
+
+def trigger_hook(trigger: Any) -> Any:
+    """A SageMaker trigger's hook: a method from amazon 9.32 on, a cached property before."""
+    return trigger.hook() if callable(trigger.hook) else trigger.hook
