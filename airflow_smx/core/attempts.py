@@ -43,7 +43,6 @@ from airflow_smx.core.naming import MAX_ATTEMPTS, attempt_name
 ATTEMPT_TAG = "airflow_smx_attempt"  # "n": which attempt of its fold a job is
 FOLDS_TAG = "airflow_smx_folds"  # the digest of the folds it trained on
 RUNNING = ("InProgress", "Stopping")
-ENDED = ("Completed", "Failed", "Stopped")
 
 
 class Step(Enum):

@@ -8,7 +8,6 @@ from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 from botocore.exceptions import ClientError
 
 from airflow_smx.core.attempts import Attempt, find_attempts
-from airflow_smx.core.job_requests import RUN_TAG
 
 # SageMaker answers ValidationException "Requested resource not found" for a missing training job
 MISSING = ("ValidationException", "ResourceNotFound")
@@ -24,9 +23,9 @@ def already_ended(error: ClientError) -> bool:
 
 
 class CrossValidationSageMakerHook(SageMakerHook):
-    """``SageMakerHook`` plus describe-or-None, a job's owning Airflow run, a stop that tolerates an
-    ended job, and the Experiments trial of a run: what the fold operator, the aggregation and the
-    run's teardown share."""
+    """``SageMakerHook`` plus describe-or-None, a job's tags, a fold's attempts, a stop that tolerates
+    an ended job, and the Experiments trial of a run: what the fold operator, the aggregation and
+    the run's teardown share."""
 
     def describe_training_job_or_none(self, job_name: str) -> dict[str, Any] | None:
         """DescribeTrainingJob, or None when there is no such job (never by paging ListTrainingJobs)."""
@@ -36,10 +35,6 @@ class CrossValidationSageMakerHook(SageMakerHook):
             if error_code(error) in MISSING:
                 return None
             raise
-
-    def training_job_owner(self, job_arn: str) -> str | None:
-        """The Airflow run id a training job was created by, or None for a job we did not tag."""
-        return self.training_job_tags(job_arn).get(RUN_TAG)
 
     def training_job_tags(self, job_arn: str) -> dict[str, str]:
         """A training job's tags, by key (a job holds at most 50: one page)."""
