@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test test-fast system-packages lint constraints bench clean demo airflow mwaa
+.PHONY: test test-fast system-packages lint constraints bench clean demo airflow mwaa matrix
 
 # Everything, as CI runs it: ruff, then the whole suite with the end-to-end deployment (Postgres,
 # Chromium and the docker-compose client come from Debian when missing).
@@ -52,6 +52,13 @@ demo: $(VENV)/.installed
 airflow: $(VENV)/.installed
 	$(BIN)/python examples/run_airflow.py
 
-# The Amazon MWAA bundle (plugins.zip with the wheel, requirements.txt, the DAG) in build/mwaa/.
+# The Amazon MWAA bundle for one image (plugins.zip with the wheel and the image's constraints,
+# requirements.txt, the DAG) in build/mwaa/. AIRFLOW: 2.11.2, 3.0.6, 3.2.1 or 3.3.1 (the default).
+AIRFLOW ?= 3.3.1
 mwaa: $(VENV)/.installed
-	$(BIN)/python deploy/mwaa/build.py
+	$(BIN)/python deploy/mwaa/build.py --airflow $(AIRFLOW)
+
+# Every MWAA image and the newest Airflow, each in a Python 3.12 venv installed as its users do,
+# running the DAG-level tests (venvs cached in build/matrix/; see scripts/matrix.py).
+matrix: $(VENV)/.installed
+	$(BIN)/python scripts/matrix.py

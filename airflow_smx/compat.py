@@ -10,8 +10,8 @@ were one version. Where they live (checked against the wheels of Amazon MWAA's i
 - Airflow 2.x: no ``airflow.sdk``; an Asset is a ``Dataset``, which has a URI but no name, and a
   deferral timeout reaches the operator as a string, not a ``TriggerFailureReason``.
 - amazon provider before 9.32: ``SageMakerTrigger(poke_interval, max_attempts, aws_conn_id)``, a
-  trigger that serializes as itself (a subclass runs as the stock trigger) and raises, rather
-  than reports, when the job fails; from 9.32 it is an ``AwsBaseWaiterTrigger``.
+  trigger that serializes under its own class path (a subclass would run as the stock trigger)
+  and raises, rather than reports, when the job fails; from 9.32 it is an ``AwsBaseWaiterTrigger``.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ TRIGGER_FAIL = "__fail__"  # the method a task resumes in when its trigger faile
 
 __all__ = [
     "DAG",
+    "LEGACY_SAGEMAKER_TRIGGER",
     "RETRY_BACKOFF",
     "AirflowException",
     "AirflowFailException",
@@ -93,10 +94,14 @@ def deferral_timed_out(next_method: str, next_kwargs: dict[str, Any] | None) -> 
     return next_method == TRIGGER_FAIL and (next_kwargs or {}).get("error") == DEFERRAL_TIMEOUT
 
 
+LEGACY_SAGEMAKER_TRIGGER = Version("9.32") > AMAZON_VERSION
+
+
 def sagemaker_trigger_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     """``SageMakerTrigger``'s keyword arguments, given in 9.32's names (waiter_delay,
-    waiter_max_attempts, aws_conn_id, region_name, verify, botocore_config), for this amazon."""
-    if Version("9.32") <= AMAZON_VERSION:
+    waiter_max_attempts, aws_conn_id, region_name, verify, botocore_config), for this amazon
+    (arguments already in the older names, as the older trigger serializes them, pass as they are)."""
+    if not LEGACY_SAGEMAKER_TRIGGER or "poke_interval" in arguments:
         return arguments
     return {
         "poke_interval": arguments["waiter_delay"],

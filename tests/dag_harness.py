@@ -8,6 +8,7 @@ The ``run_dag`` fixture (conftest.py) configures the deployment's ``[smx]`` opti
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ class Simulator(threading.Thread):
                     continue
                 first = self.seen.setdefault(name, time.monotonic())
                 if time.monotonic() - first > 0.5:
-                    fold = int(name.rsplit("fold", 1)[1])
+                    fold = int(re.match(r"\d+", name.rsplit("fold", 1)[1])[0])  # ...-fold2 or ...-fold2-r2
                     self.sagemaker.finish(name, **self.outcomes(fold))
             time.sleep(0.1)
 

@@ -14,21 +14,32 @@ import threading
 from typing import Any
 
 from moto.sagemaker import models, responses
+
+try:  # moto 5.2
+    from moto.core.exceptions import ServiceException
+except ImportError:
+    ServiceException = type(None)
 from moto.sagemaker.exceptions import ResourceInUseException, ResourceNotFound, SagemakerClientError, ValidationError
 
 
-class LimitExceeded(SagemakerClientError):
-    code = "ResourceLimitExceeded"
+def _aws_error(code: str, message: str) -> type[Exception]:
+    """An AWS error class by code. moto 5.2 reads the code from the class; the 5.0 and 5.1 that
+    MWAA's images pin take it as an argument of their JSON error (their ``code`` is the HTTP status)."""
+    if issubclass(SagemakerClientError, ServiceException):
+        return type(
+            code,
+            (SagemakerClientError,),
+            {"code": code, "__init__": lambda self: SagemakerClientError.__init__(self, message)},
+        )
+    from moto.core.exceptions import JsonRESTError as base
 
-    def __init__(self) -> None:
-        super().__init__("The account-level service limit 'ml.m5.large for training job usage' is 1 Instances")
+    return type(code, (base,), {"__init__": lambda self: base.__init__(self, code, message)})
 
 
-class Throttled(SagemakerClientError):
-    code = "ThrottlingException"
-
-    def __init__(self) -> None:
-        super().__init__("Rate exceeded")
+LimitExceeded = _aws_error(
+    "ResourceLimitExceeded", "The account-level service limit 'ml.m5.large for training job usage' is 1 Instances"
+)
+Throttled = _aws_error("ThrottlingException", "Rate exceeded")
 
 
 class FakeSageMaker:

@@ -15,15 +15,20 @@ from airflow_smx.core.policy import Policy
 ROOT = Path(__file__).parent.parent
 
 
-def test_mwaa_bundle_builds_with_one_command(tmp_path):
+@pytest.mark.parametrize("airflow", [None, "2.11.2"])
+def test_mwaa_bundle_builds_with_one_command(tmp_path, airflow):
+    image = airflow or "3.3.1"  # the newest MWAA image is the default
     result = subprocess.run(
-        [sys.executable, str(ROOT / "deploy" / "mwaa" / "build.py"), "--out", str(tmp_path / "mwaa")],
+        [sys.executable, str(ROOT / "deploy" / "mwaa" / "build.py"), "--out", str(tmp_path / "mwaa")]
+        + (["--airflow", airflow] if airflow else []),
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     with zipfile.ZipFile(tmp_path / "mwaa" / "plugins.zip") as plugins:
-        (wheel,) = plugins.namelist()  # at the top level, where --find-links looks
+        # at the top level, where --find-links and --constraint look
+        wheel, constraints = sorted(plugins.namelist(), key=lambda name: name.endswith(".txt"))
         assert wheel.startswith("airflow_smx-") and wheel.endswith(".whl")
+        assert plugins.read(constraints) == (ROOT / "constraints" / f"mwaa-{image}.txt").read_bytes()
         plugins.extract(wheel, tmp_path)
     with zipfile.ZipFile(tmp_path / wheel) as package:
         names = package.namelist()
@@ -33,12 +38,20 @@ def test_mwaa_bundle_builds_with_one_command(tmp_path):
     requirements = (tmp_path / "mwaa" / "requirements.txt").read_text().splitlines()
     version = wheel.split("-")[1]
     assert requirements[1:] == [
-        '--constraint "https://raw.githubusercontent.com/apache/airflow/constraints-3.3.1/constraints-3.12.txt"',
+        f"--constraint /usr/local/airflow/plugins/mwaa-{image}.txt",
         "--find-links /usr/local/airflow/plugins",
         f"airflow-smx=={version}",
     ]
     dag = (tmp_path / "mwaa" / "dags" / "smx_cross_validation.py").read_text()
     assert dag == (ROOT / "dags" / "smx_cross_validation.py").read_text()
+
+
+def test_mwaa_bundle_refuses_an_image_it_has_no_constraints_for(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "mwaa" / "build.py"), "--airflow", "2.10.3", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "invalid choice: '2.10.3'" in result.stderr
 
 
 def test_iam_policy_grants_only_what_a_cv_run_needs():

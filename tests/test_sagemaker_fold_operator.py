@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import threading
 import time
 from types import SimpleNamespace
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
-from airflow.sdk.bases.operator import TriggerFailureReason
-from airflow.sdk.exceptions import TaskDeferralError, TaskDeferred
 
+from airflow_smx.compat import DEFERRAL_TIMEOUT, AirflowException, AirflowFailException
 from airflow_smx.operators.sagemaker_fold import SageMakerFoldTrainingOperator
+from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
+from tests.versions import TRIGGER_FAILURE, TaskDeferralError, TaskDeferred
 
 ROLE = "arn:aws:iam::123456789012:role/sagemaker"
 
@@ -245,7 +246,7 @@ def test_a_deferral_timeout_stops_the_job_and_fails_for_good(s3, sagemaker):
     with pytest.raises(TaskDeferred):
         operator(config).execute({})
     with pytest.raises(AirflowFailException, match="did not finish in time"):
-        operator(fold_config(s3)).resume_execution("__fail__", {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, {})
+        operator(fold_config(s3)).resume_execution("__fail__", {"error": DEFERRAL_TIMEOUT}, {})
     assert sagemaker.stops == [config["TrainingJobName"]]
 
 
@@ -255,14 +256,14 @@ def test_a_failed_wait_on_an_ended_job_ends_as_the_job_did(s3, sagemaker):
         operator(fold_config(s3)).execute({})
     sagemaker.finish(FIRST, status="Failed", reason="AlgorithmError: bad label")
     with pytest.raises(AirflowFailException, match="AlgorithmError"):
-        operator(fold_config(s3)).resume_execution("__fail__", {"error": TriggerFailureReason.TRIGGER_FAILURE}, {})
+        operator(fold_config(s3)).resume_execution("__fail__", {"error": TRIGGER_FAILURE}, {})
 
 
 def test_a_failed_trigger_leaves_the_job_training_for_the_retry_to_reattach(s3, sagemaker):
     with pytest.raises(TaskDeferred):
         operator(fold_config(s3)).execute({})
     with pytest.raises(TaskDeferralError):
-        operator(fold_config(s3)).resume_execution("__fail__", {"error": TriggerFailureReason.TRIGGER_FAILURE}, {})
+        operator(fold_config(s3)).resume_execution("__fail__", {"error": TRIGGER_FAILURE}, {})
     assert sagemaker.stops == []
     with pytest.raises(TaskDeferred) as deferred:
         operator(fold_config(s3)).execute({})
@@ -275,6 +276,24 @@ def test_killing_the_deferred_task_stops_the_job_from_the_triggerer(s3, sagemake
         operator(config).execute({})
     asyncio.run(deferred.value.trigger.on_kill())
     assert sagemaker.stops == [config["TrainingJobName"]]
+
+
+def test_the_triggerer_runs_this_trigger_and_it_reports_a_failed_job(s3, sagemaker):
+    """On every amazon version: the stock trigger before 9.32 serializes as itself and raises when
+    the job fails (then on_kill would not be ours, and the try would fail in the triggerer)."""
+    config = fold_config(s3)
+    task = operator(config)
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute({})
+    classpath, arguments = deferred.value.trigger.serialize()
+    module, name = classpath.rsplit(".", 1)
+    trigger = getattr(importlib.import_module(module), name)(**arguments)  # as the triggerer rebuilds it
+    assert type(trigger) is SageMakerFoldTrainingTrigger and trigger.serialize() == (classpath, arguments)
+    sagemaker.finish(config["TrainingJobName"], status="Failed", reason="AlgorithmError: bad label")
+    event = asyncio.run(anext(trigger.run()))
+    assert event.payload["status"] in ("failed", "error")  # 9.32+ names the status; before, "error"
+    with pytest.raises(AirflowFailException, match="AlgorithmError: bad label"):
+        task.execute_complete({}, event.payload)
 
 
 def test_instance_limits_fail_the_try_for_airflow_to_retry_with_backoff(s3, sagemaker):
@@ -304,6 +323,7 @@ def test_waits_in_the_worker_when_not_deferrable(s3, sagemaker):
 
 def test_a_completed_fold_gives_openlineage_its_datasets(s3, sagemaker):
     """The OpenLineage provider asks the operator for its facets once the task succeeded."""
+    pytest.importorskip("airflow.providers.openlineage", reason="a deployment without the OpenLineage provider")
     from airflow.providers.openlineage.extractors.manager import ExtractorManager
 
     config = fold_config(s3)

@@ -66,6 +66,13 @@ def everything_the_run_left(run, s3, sagemaker) -> str:
     return "\n".join(texts)
 
 
+def without_masking_requests(text: str) -> str:
+    """Airflow 3.0's task runner logs, at debug level and in dag.test() only, the very request that
+    registers a connection's password for masking (``MaskSecret(value=...)``); its own, whatever
+    the conf, so not what this test looks for."""
+    return "\n".join(line for line in text.splitlines() if "msg=MaskSecret(value=" not in line)
+
+
 def task_logs() -> str:
     home = Path(__import__("os").environ["AIRFLOW_HOME"])
     return "\n".join(p.read_text(errors="replace") for p in home.rglob("*.log"))
@@ -78,13 +85,13 @@ def test_conf_templates_reach_sagemaker_as_text_and_no_secret_leaks(run_dag, sag
     for create in sagemaker.creates:
         assert create["hyper_parameters"] == {"a": TEMPLATES["password"], "b": TEMPLATES["token"]}
         assert {"Key": "owner", "Value": TEMPLATES["login"]} in create["tags"]
-    left = everything_the_run_left(run, s3, sagemaker) + capfd.readouterr().out + task_logs()
+    left = without_masking_requests(everything_the_run_left(run, s3, sagemaker) + capfd.readouterr().out + task_logs())
     assert TEMPLATES["password"] in left  # the search covers what the run wrote
     assert [secret for secret in SECRETS if secret in left] == []
 
 
 def test_a_stored_request_is_not_a_template_either(run_dag, sagemaker, s3, secrets, tmp_path, monkeypatch, capfd):
-    from airflow.dag_processing.dagbag import DagBag
+    from tests.versions import DagBag
 
     (tmp_path / "request.json").write_text(json.dumps(templated_conf()))
     monkeypatch.setenv("AIRFLOW__SMX__REQUEST_FILE", str(tmp_path / "request.json"))
@@ -119,7 +126,7 @@ def local_deployment(airflow_db, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW__SMX__AWS_CONN_ID", "")
 
     def run(request, commands=None):
-        from airflow.dag_processing.dagbag import DagBag
+        from tests.versions import DagBag
 
         monkeypatch.setenv("AIRFLOW__SMX__LOCAL_COMMANDS", json.dumps(commands or {}))
         dag = DagBag(dag_folder=str(ROOT / "dags")).dags["smx_cross_validation"]

@@ -1,4 +1,4 @@
-"""The ``airflow-smx`` command: check a request, split a dataset, print the request schema.
+"""The ``airflow-smx`` command: check a request, split a dataset, print the request schema, set up the pool.
 
 Exit codes: 0 done; 2 the request or the input is invalid (every problem is printed);
 1 anything else.
@@ -81,7 +81,19 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="print the request's JSON schema")
     schema.set_defaults(run=lambda args: _print_json(request_json_schema()))
+
+    # `airflow smx setup-pool` where Airflow loads providers' commands (3.2+); this one everywhere
+    pool = commands.add_parser("setup-pool", help="create the ml-instance pool if missing, counting deferred tasks")
+    pool.add_argument("--slots", type=int, default=None, help="pool size in ml instances (default: [smx] pool_slots)")
+    pool.set_defaults(run=_setup_pool)
     return parser
+
+
+def _setup_pool(args: argparse.Namespace) -> int:
+    from airflow_smx.cli.pool import setup_pool_command  # imports Airflow: only this command needs it
+
+    setup_pool_command(args)
+    return 0
 
 
 def _print_json(value: Any) -> int:

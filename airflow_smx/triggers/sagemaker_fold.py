@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
+from airflow.triggers.base import TriggerEvent
 from botocore.exceptions import ClientError
 
-from airflow_smx.compat import sagemaker_trigger_arguments, trigger_hook
+from airflow_smx.compat import LEGACY_SAGEMAKER_TRIGGER, AirflowException, sagemaker_trigger_arguments, trigger_hook
 from airflow_smx.hooks.sagemaker import already_ended
 
 
@@ -16,8 +20,9 @@ class SageMakerFoldTrainingTrigger(SageMakerTrigger):
     calls ``on_kill`` only on a user's action, not on a triggerer restart or a timeout (the
     operator stops the job on a timeout when the task resumes).
 
-    Before amazon 9.32 the stock trigger serializes as itself, so this one runs as the stock
-    trigger there; ``on_kill`` needs Airflow 3.3 anyway (elsewhere the run's teardown stops a
+    Before amazon 9.32 the stock trigger serializes under its own class path and raises when the
+    job fails; this one keeps its own path and reports a failed job as 9.32 does (the operator
+    then ends as the job did). ``on_kill`` needs Airflow 3.3 (before, the run's teardown stops a
     cancelled fold's job).
 
     :param job_name: the training job to wait for
@@ -25,6 +30,21 @@ class SageMakerFoldTrainingTrigger(SageMakerTrigger):
 
     def __init__(self, job_name: str, job_type: str = "Training", **kwargs):
         super().__init__(job_name=job_name, job_type=job_type, **sagemaker_trigger_arguments(kwargs))
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        _, arguments = super().serialize()
+        return f"{type(self).__module__}.{type(self).__qualname__}", arguments
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            async for event in super().run():
+                yield event
+        except AirflowException as error:
+            if not LEGACY_SAGEMAKER_TRIGGER:
+                raise
+            # amazon before 9.32 raises when the job failed: report it, as 9.32 does, so the task
+            # resumes and ends as its job did instead of failing its try in the triggerer
+            yield TriggerEvent({"status": "error", "message": str(error), "job_name": self.job_name})
 
     async def on_kill(self) -> None:
         async with await trigger_hook(self).get_async_conn() as client:

@@ -1,0 +1,30 @@
+"""What the tests meet differently across Airflow versions (the package's own: airflow_smx/compat.py)."""
+
+from __future__ import annotations
+
+from packaging.version import Version
+
+from airflow_smx.compat import AIRFLOW_VERSION
+
+PROVIDER_CLI = Version("3.2") <= AIRFLOW_VERSION  # Airflow loads a provider's "cli" commands
+# `airflow dags list -l`: parse the DAG folder rather than read the database (Airflow 2 always parses)
+PARSE_DAGS = ["--local"] if Version("3") <= AIRFLOW_VERSION else []
+
+try:  # Airflow 3.1+
+    from airflow.sdk.exceptions import TaskDeferralError, TaskDeferred
+except ImportError:  # Airflow 2, 3.0
+    from airflow.exceptions import TaskDeferralError, TaskDeferred
+
+try:  # Airflow 3.2+
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:
+    from airflow.models.dagbag import DagBag
+
+try:  # Airflow 3: why a deferred task resumes in its __fail__ method
+    from airflow.sdk.bases.operator import TriggerFailureReason
+
+    TRIGGER_FAILURE: object = TriggerFailureReason.TRIGGER_FAILURE
+except ImportError:  # Airflow 2: as text
+    TRIGGER_FAILURE = "Trigger failure"
+
+__all__ = ["PARSE_DAGS", "PROVIDER_CLI", "TRIGGER_FAILURE", "DagBag", "TaskDeferralError", "TaskDeferred"]
