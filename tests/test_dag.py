@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from tests.dag_harness import ACCURACY, ROOT, Simulator, conf, result_of, states
-from tests.versions import PARSE_DAGS
+from tests.versions import PARSE_DAGS, asset_condition
 
 
 def test_five_folds_train_and_aggregate(run_dag, sagemaker, s3):
@@ -147,7 +147,7 @@ def test_a_stored_request_retrains_when_its_input_asset_is_updated(run_dag, sage
     monkeypatch.setenv("AIRFLOW__SMX__REQUEST_FILE", str(tmp_path / "request.json"))
     dags = DagBag(dag_folder=str(ROOT / "dags")).dags
     on_data = dags["smx_cross_validation_on_data"]
-    assert [a.uri for a in on_data.timetable.asset_condition.objects] == [stored["input"]["uri"]]
+    assert [a.uri for a in asset_condition(on_data.timetable).objects] == [stored["input"]["uri"]]
     simulator = Simulator(sagemaker, lambda fold: {"metrics": {"validation:accuracy": 0.9}})
     simulator.start()
     try:

@@ -49,8 +49,9 @@ def templated_conf() -> dict:
 
 def everything_the_run_left(run, s3, sagemaker) -> str:
     """XCom values, the SageMaker jobs as described, and every object written under out/."""
-    from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
+
+    from tests.versions import XComModel
 
     with create_session() as session:
         xcoms = session.query(XComModel).filter(XComModel.run_id == run.run_id).all()
@@ -211,9 +212,8 @@ def test_no_operator_of_the_package_renders_templates():
     import inspect
     import pkgutil
 
-    from airflow.sdk import BaseOperator
-
     import airflow_smx.operators
+    from airflow_smx.compat import BaseOperator
 
     operators = [
         cls

@@ -20,6 +20,11 @@ try:  # Airflow 3.2+
 except ImportError:
     from airflow.models.dagbag import DagBag
 
+try:  # Airflow 3
+    from airflow.models.xcom import XComModel
+except ImportError:  # Airflow 2: the ORM model is XCom itself
+    from airflow.models.xcom import XCom as XComModel
+
 try:  # Airflow 3: why a deferred task resumes in its __fail__ method
     from airflow.sdk.bases.operator import TriggerFailureReason
 
@@ -27,4 +32,19 @@ try:  # Airflow 3: why a deferred task resumes in its __fail__ method
 except ImportError:  # Airflow 2: as text
     TRIGGER_FAILURE = "Trigger failure"
 
-__all__ = ["PARSE_DAGS", "PROVIDER_CLI", "TRIGGER_FAILURE", "DagBag", "TaskDeferralError", "TaskDeferred"]
+
+def asset_condition(timetable: object) -> object:
+    """What an asset-scheduled DAG waits for (Airflow 2 calls assets datasets)."""
+    return getattr(timetable, "asset_condition", None) or timetable.dataset_condition
+
+
+__all__ = [
+    "PARSE_DAGS",
+    "PROVIDER_CLI",
+    "TRIGGER_FAILURE",
+    "DagBag",
+    "TaskDeferralError",
+    "TaskDeferred",
+    "XComModel",
+    "asset_condition",
+]
