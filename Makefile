@@ -59,6 +59,6 @@ mwaa: $(VENV)/.installed
 	$(BIN)/python deploy/mwaa/build.py --airflow $(AIRFLOW)
 
 # Every MWAA image and the newest Airflow, each in a Python 3.12 venv installed as its users do,
-# running the DAG-level tests (venvs cached in build/matrix/; see scripts/matrix.py).
+# running the DAG-level tests (venvs cached in ~/.cache/airflow-smx/matrix/; see scripts/matrix.py).
 matrix: $(VENV)/.installed
 	$(BIN)/python scripts/matrix.py

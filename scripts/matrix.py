@@ -7,7 +7,7 @@ Each entry is installed the way its users get it, with Python 3.12 (what MWAA ru
 1. Airflow and the providers MWAA's bootstrap installs (images/airflow/V/bootstrap/02-airflow/ in
    aws/amazon-mwaa-docker-images) under the image's constraints file (constraints/mwaa-V.txt); for
    the newest Airflow, under our constraints.txt. This venv, plus pytest and moto fitted to the
-   same pins, is cached in build/matrix/ by a hash of everything that goes into it.
+   same pins, is cached in ~/.cache/airflow-smx/matrix/ by a hash of everything that goes into it.
 2. airflow-smx as MWAA's startup installs a user's requirements.txt: the bundle of
    ``deploy/mwaa/build.py --airflow V`` (plugins.zip unpacked where requirements.txt points),
    ``pip install -r requirements.txt``. The newest Airflow installs the wheel under constraints.txt.
@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "build" / "matrix"
+# venvs are kept by what goes into them (see base_venv), outside the clone: every clone reuses them
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "airflow-smx" / "matrix"
 DAG_TESTS = [
     "tests/test_dag.py",
     "tests/test_sagemaker_fold_operator.py",
@@ -194,7 +195,7 @@ def main() -> int:
     for label in args.only or list(ENTRIES):
         entry, started = ENTRIES[label], time.monotonic()
         print(f"== Airflow {entry.airflow} ({'MWAA image' if entry.mwaa else 'newest'}, {entry.constraints.name})")
-        work = CACHE / f"work-{entry.airflow}"
+        work = ROOT / "build" / "matrix" / entry.airflow
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         try:

@@ -47,8 +47,9 @@ def templated_conf() -> dict:
     return request
 
 
-def everything_the_run_left(run, s3, sagemaker) -> str:
-    """XCom values, the SageMaker jobs as described, and every object written under out/."""
+def everything_the_run_left(run, s3, sagemaker, capfd) -> str:
+    """XCom values, the SageMaker jobs as described, every object written under out/, what the
+    run printed and the task logs."""
     from airflow.utils.session import create_session
 
     from tests.versions import XComModel
@@ -64,7 +65,7 @@ def everything_the_run_left(run, s3, sagemaker) -> str:
         texts.append(json.dumps(client.list_tags(ResourceArn=arn)))
     for item in s3.list_objects_v2(Bucket="bucket", Prefix="out/")["Contents"]:
         texts.append(s3.get_object(Bucket="bucket", Key=item["Key"])["Body"].read().decode("utf-8", "replace"))
-    return "\n".join(texts)
+    return without_masking_requests("\n".join([*texts, capfd.readouterr().out, task_logs()]))
 
 
 def without_masking_requests(text: str) -> str:
@@ -86,7 +87,7 @@ def test_conf_templates_reach_sagemaker_as_text_and_no_secret_leaks(run_dag, sag
     for create in sagemaker.creates:
         assert create["hyper_parameters"] == {"a": TEMPLATES["password"], "b": TEMPLATES["token"]}
         assert {"Key": "owner", "Value": TEMPLATES["login"]} in create["tags"]
-    left = without_masking_requests(everything_the_run_left(run, s3, sagemaker) + capfd.readouterr().out + task_logs())
+    left = everything_the_run_left(run, s3, sagemaker, capfd)
     assert TEMPLATES["password"] in left  # the search covers what the run wrote
     assert [secret for secret in SECRETS if secret in left] == []
 
@@ -105,7 +106,7 @@ def test_a_stored_request_is_not_a_template_either(run_dag, sagemaker, s3, secre
         simulator.running = False
     assert run.state == "success", states(run)
     assert {c["hyper_parameters"]["a"] for c in sagemaker.creates} == {TEMPLATES["password"]}
-    left = everything_the_run_left(run, s3, sagemaker) + capfd.readouterr().out + task_logs()
+    left = everything_the_run_left(run, s3, sagemaker, capfd)
     assert [secret for secret in SECRETS if secret in left] == []
 
 
