@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import tempfile
 import urllib.request
 from collections.abc import Iterator
@@ -95,6 +96,20 @@ def sagemaker(s3, monkeypatch):
     from tests.sagemaker_fake import FakeSageMaker
 
     return FakeSageMaker(monkeypatch)
+
+
+@pytest.fixture
+def printed(capfd, caplog):
+    """What a run has shown its user since the last call: stdout, stderr and the log records, as
+    text (Airflow 3.0's dag.test() prints a failed task's error in colour: ESC[1m2ESC[0m for 2)."""
+
+    def read() -> str:
+        captured = capfd.readouterr()
+        text = captured.out + captured.err + caplog.text
+        caplog.clear()
+        return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+    return read
 
 
 @pytest.fixture(scope="session")

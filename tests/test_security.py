@@ -47,7 +47,7 @@ def templated_conf() -> dict:
     return request
 
 
-def everything_the_run_left(run, s3, sagemaker, capfd) -> str:
+def everything_the_run_left(run, s3, sagemaker, printed) -> str:
     """XCom values, the SageMaker jobs as described, every object written under out/, what the
     run printed and the task logs."""
     from airflow.utils.session import create_session
@@ -65,7 +65,7 @@ def everything_the_run_left(run, s3, sagemaker, capfd) -> str:
         texts.append(json.dumps(client.list_tags(ResourceArn=arn)))
     for item in s3.list_objects_v2(Bucket="bucket", Prefix="out/")["Contents"]:
         texts.append(s3.get_object(Bucket="bucket", Key=item["Key"])["Body"].read().decode("utf-8", "replace"))
-    return without_masking_requests("\n".join([*texts, capfd.readouterr().out, task_logs()]))
+    return without_masking_requests("\n".join([*texts, printed(), task_logs()]))
 
 
 def without_masking_requests(text: str) -> str:
@@ -80,19 +80,19 @@ def task_logs() -> str:
     return "\n".join(p.read_text(errors="replace") for p in home.rglob("*.log"))
 
 
-def test_conf_templates_reach_sagemaker_as_text_and_no_secret_leaks(run_dag, sagemaker, s3, secrets, capfd):
+def test_conf_templates_reach_sagemaker_as_text_and_no_secret_leaks(run_dag, sagemaker, s3, secrets, printed):
     run = run_dag(templated_conf())
     assert run.state == "success", states(run)
     assert len(sagemaker.creates) == 2
     for create in sagemaker.creates:
         assert create["hyper_parameters"] == {"a": TEMPLATES["password"], "b": TEMPLATES["token"]}
         assert {"Key": "owner", "Value": TEMPLATES["login"]} in create["tags"]
-    left = everything_the_run_left(run, s3, sagemaker, capfd)
+    left = everything_the_run_left(run, s3, sagemaker, printed)
     assert TEMPLATES["password"] in left  # the search covers what the run wrote
     assert [secret for secret in SECRETS if secret in left] == []
 
 
-def test_a_stored_request_is_not_a_template_either(run_dag, sagemaker, s3, secrets, tmp_path, monkeypatch, capfd):
+def test_a_stored_request_is_not_a_template_either(run_dag, sagemaker, s3, secrets, tmp_path, monkeypatch, printed):
     from tests.versions import DagBag
 
     (tmp_path / "request.json").write_text(json.dumps(templated_conf()))
@@ -106,7 +106,7 @@ def test_a_stored_request_is_not_a_template_either(run_dag, sagemaker, s3, secre
         simulator.running = False
     assert run.state == "success", states(run)
     assert {c["hyper_parameters"]["a"] for c in sagemaker.creates} == {TEMPLATES["password"]}
-    left = everything_the_run_left(run, s3, sagemaker, capfd)
+    left = everything_the_run_left(run, s3, sagemaker, printed)
     assert [secret for secret in SECRETS if secret in left] == []
 
 
@@ -137,13 +137,13 @@ def local_deployment(airflow_db, tmp_path, monkeypatch):
     return run
 
 
-def test_a_conf_cannot_run_a_command_on_the_worker(local_deployment, tmp_path, capfd):
+def test_a_conf_cannot_run_a_command_on_the_worker(local_deployment, tmp_path, printed):
     marker = tmp_path / "pwned"
     shell = ["sh", "-c", f"touch {marker}"]
     # the deployment has no local backend: a conf asking for one is refused, naming the option
     run = local_deployment(local_conf(tmp_path, backend="local", local={"command": "train"}))
     assert run.state == "failed" and states(run)[("check_request", -1)] == "failed"
-    assert "backend: local is not enabled on this deployment ([smx] local_commands is empty)" in capfd.readouterr().out
+    assert "backend: local is not enabled on this deployment ([smx] local_commands is empty)" in printed()
     # where it is on, a conf names one of the deployment's commands; a command line, an unlisted
     # name, and environment variables that make Python run a shell command are all refused
     allowed = {"train": [sys.executable, str(ROOT / "examples" / "train_sklearn.py")]}
@@ -156,7 +156,7 @@ def test_a_conf_cannot_run_a_command_on_the_worker(local_deployment, tmp_path, c
     for attack in attacks:
         run = local_deployment(local_conf(tmp_path, backend="local", **attack), allowed)
         assert run.state == "failed" and states(run)[("check_request", -1)] == "failed", attack
-    output = capfd.readouterr().out
+    output = printed()
     assert "local.command: must be the name of a command the deployment lists in [smx] local_commands" in output
     assert "local.command: 'sh' is not one of the deployment's commands ([smx] local_commands: train)" in output
     assert "local.env: unknown field" in output
@@ -188,7 +188,7 @@ def test_a_listed_command_runs_without_the_workers_credentials(local_deployment,
     assert leaked == []
 
 
-def test_a_conf_cannot_write_outside_the_allowed_prefixes(run_dag, sagemaker, s3, capfd):
+def test_a_conf_cannot_write_outside_the_allowed_prefixes(run_dag, sagemaker, s3, printed):
     attacks = {
         "training.OutputDataConfig.S3OutputPath": {"OutputDataConfig": {"S3OutputPath": "s3://attacker/models"}},
         "training.CheckpointConfig.S3Uri": {"CheckpointConfig": {"S3Uri": "s3://other-bucket/checkpoints"}},
@@ -202,7 +202,7 @@ def test_a_conf_cannot_write_outside_the_allowed_prefixes(run_dag, sagemaker, s3
         request["training"].update(training)
         run = run_dag(request)
         assert run.state == "failed" and states(run)[("check_request", -1)] == "failed", field
-        assert f"  - {field}: " in capfd.readouterr().out, field
+        assert f"  - {field}: " in printed(), field
     assert sagemaker.creates == []
     assert "Contents" not in s3.list_objects_v2(Bucket="bucket", Prefix="out/")
 
