@@ -59,6 +59,8 @@ class Entry:
         aiobotocore, for deferral), the standard provider (3.x), Airflow core's gunicorn extra (3.2+).
         Left out: the postgres and fab providers, celery[sqs], pycurl, watchtower and the like, which
         serve MWAA's own plumbing and need C headers this machine lacks."""
+        if not self.mwaa:  # the newest Airflow as our constraints.txt pins it (MWAA's extras are not in it)
+            return [f"apache-airflow=={self.airflow}", "apache-airflow-providers-amazon[aiobotocore]"]
         major_minor = tuple(int(p) for p in self.airflow.split(".")[:2])
         packages = [f"apache-airflow[celery,statsd]=={self.airflow}", "apache-airflow-providers-amazon[aiobotocore]"]
         if major_minor >= (3, 0):
