@@ -1,12 +1,13 @@
-"""One real deployment for every end-to-end test: built once per session, stopped at its end."""
+"""The end-to-end deployments' parts: the wheel's venv and the AWS endpoint, built once per
+session, and the LocalExecutor deployment (test_e2e_celery.py has the CeleryExecutor one)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -15,43 +16,55 @@ from tests.e2e.deployment import (
     BUCKET,
     DATA_KEY,
     REPO,
+    AwsEndpoint,
     Deployment,
-    airflow,
     aws_endpoint,
     build_wheel,
     dataset,
+    deploy,
     install,
-    postgres,
-    sagemaker_request,
 )
 
 
-@pytest.fixture(scope="session")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    root = tmp_path_factory.mktemp("e2e")
-    # SIGTERM (a CI timeout, a kill) as Ctrl-C: pytest then unwinds this fixture, and with it
-    # Airflow, Postgres and the AWS endpoint, instead of exiting and leaving them running.
+@pytest.fixture(scope="session", autouse=True)
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (a CI timeout, a kill) as Ctrl-C: pytest then unwinds the fixtures, and with them
+    Airflow, Postgres, Redis and the AWS endpoint, instead of exiting and leaving them running."""
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    timings: dict[str, float] = {}
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture(scope="session")
+def e2e_venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """The built wheel installed as users install it; and how long that took."""
     start = time.monotonic()
-    venv = install(build_wheel(root / "wheel"), REPO / "build" / "e2e")
-    timings["install_seconds"] = time.monotonic() - start
-    with contextlib.ExitStack() as stack:
-        database = stack.enter_context(postgres())
-        aws = stack.enter_context(aws_endpoint(root))
+    venv = install(build_wheel(tmp_path_factory.mktemp("wheel")), REPO / "build" / "e2e")
+    return venv, time.monotonic() - start
+
+
+@pytest.fixture(scope="session")
+def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AwsEndpoint, Any]]:
+    """The AWS endpoint, shared by both deployments, and an S3 client on it with the dataset uploaded."""
+    with aws_endpoint(tmp_path_factory.mktemp("aws")) as endpoint:
         s3 = boto3.client(
             "s3",
-            endpoint_url=aws.url,
+            endpoint_url=endpoint.url,
             region_name="us-east-1",
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
         s3.create_bucket(Bucket=BUCKET)
         s3.put_object(Bucket=BUCKET, Key=DATA_KEY, Body=dataset())
-        request_file = root / "form-defaults.json"  # the trigger form starts from it (the browser test)
-        request_file.write_text(json.dumps(sagemaker_request("form-default", n_splits=3, seconds=2)))
-        start = time.monotonic()
-        deployed = stack.enter_context(airflow(root, venv, database, aws.url, request_file))
-        timings["start_seconds"] = time.monotonic() - start
-        yield Deployment(deployed, aws, s3, timings)
-    signal.signal(signal.SIGTERM, previous)
+        yield endpoint, s3
+
+
+@pytest.fixture(scope="session")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, e2e_venv: tuple[Path, float], aws: tuple[AwsEndpoint, Any]
+) -> Iterator[Deployment]:
+    """Airflow with LocalExecutor."""
+    venv, install_seconds = e2e_venv
+    with deploy(tmp_path_factory.mktemp("e2e"), venv, *aws) as deployed:
+        deployed.timings["install_seconds"] = install_seconds
+        yield deployed

@@ -2,9 +2,10 @@
 
 The wheel is built from this checkout and installed, under constraints.txt, into a fresh
 virtual environment (not the source tree). Postgres (Debian's package, a throw-away cluster)
-holds the metadata. api-server, scheduler, dag-processor and triggerer run with LocalExecutor
-in one process group of their own, on free ports; a moto harness (aws_endpoint.py) stands in
-for S3 and SageMaker. Everything is stopped on exit, whatever happened.
+holds the metadata. api-server, scheduler, dag-processor and triggerer run with LocalExecutor,
+or with CeleryExecutor (as Amazon MWAA runs Airflow) and a Celery worker, Debian's Redis as its
+broker, in one process group of their own, on free ports; a moto harness (aws_endpoint.py)
+stands in for S3 and SageMaker. Everything is stopped on exit, whatever happened.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def build_wheel(dest: Path) -> Path:
 
 
 def install(wheel: Path, cache: Path) -> Path:
-    """A venv with the wheel and Airflow's Postgres extra under constraints.txt; reused while both are unchanged."""
+    """A venv with the wheel and Airflow's Postgres and Celery extras under constraints.txt; reused
+    while both are unchanged."""
     with zipfile.ZipFile(wheel) as archive:  # RECORD lists every file's hash: stable across rebuilds
         record = next(name for name in archive.namelist() if name.endswith(".dist-info/RECORD"))
         digest = hashlib.sha256(archive.read(record) + (REPO / "constraints.txt").read_bytes()).hexdigest()[:12]
@@ -90,7 +92,7 @@ def install(wheel: Path, cache: Path) -> Path:
     shutil.rmtree(venv, ignore_errors=True)
     run([sys.executable, "-m", "venv", str(venv)])
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    run([*pip, "--constraint", str(REPO / "constraints.txt"), str(wheel), "apache-airflow[postgres]"])
+    run([*pip, "--constraint", str(REPO / "constraints.txt"), str(wheel), "apache-airflow[postgres,celery]"])
     (venv / ".installed").touch()
     return venv
 
@@ -127,6 +129,31 @@ def postgres() -> Iterator[str]:
     finally:
         subprocess.run([*ctl, "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis(root: Path) -> Iterator[str]:
+    """A throw-away Redis server (Debian's) on a free port, nothing persisted; yields its URL."""
+    server = shutil.which("redis-server")
+    if server is None:
+        raise RuntimeError("the CeleryExecutor end-to-end tests need Redis: apt-get install redis-server")
+    port = free_port()
+    options = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(root)]
+    with (root / "redis.log").open("w") as log:
+        process = subprocess.Popen([server, *options], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for("Redis to accept connections", lambda: _accepts(port) or process.poll() is not None, timeout=30)
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited {process.returncode}: {(root / 'redis.log').read_text()}")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 # -- the AWS endpoint -----------------------------------------------------------------------
@@ -238,12 +265,14 @@ def record(name: str, **figures: Any) -> None:
 
 @dataclass
 class Deployment:
-    """What a test gets: Airflow, the AWS endpoint, an S3 client on it, and how long setting up took."""
+    """What a test gets: Airflow, the AWS endpoint, an S3 client on it, how long setting up took,
+    and a folder requests may read (``file://``) inputs from, if the deployment allows one."""
 
     airflow: Airflow
     aws: AwsEndpoint
     s3: Any
     timings: dict[str, float]
+    local_data: Path | None = None
 
     def keys(self, prefix: str) -> list[str]:
         listing = self.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
@@ -266,6 +295,7 @@ class Watched:
 
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+CELERY_WORKER = "celery worker"  # CeleryExecutor's tasks run in it
 
 
 @dataclass
@@ -277,6 +307,7 @@ class Airflow:
     env: dict[str, str]
     url: str
     password: str
+    components: tuple[str, ...] = COMPONENTS
     processes: list[subprocess.Popen] = field(default_factory=list)
     session: requests.Session = field(default_factory=requests.Session)
 
@@ -284,14 +315,14 @@ class Airflow:
         return run([str(self.venv / "bin" / "airflow"), *args], env=self.env, cwd=self.home).stdout
 
     def start(self) -> None:
-        for name in COMPONENTS:
+        for name in self.components:
             self.processes.append(self.launch(name))
 
     def launch(self, name: str) -> subprocess.Popen:
         """Start one component; the first leads a new process group, the others join it."""
-        with (self.home / f"{name}.log").open("a") as log:
+        with self.log_file(name).open("a") as log:
             return subprocess.Popen(
-                [str(self.venv / "bin" / "airflow"), name],
+                [str(self.venv / "bin" / "airflow"), *name.split()],
                 env=self.env,
                 cwd=self.home,
                 stdout=log,
@@ -301,7 +332,7 @@ class Airflow:
 
     def crash(self, component: str) -> None:
         """SIGKILL a component and every process under it, as a lost machine would, then start it again."""
-        index = COMPONENTS.index(component)
+        index = self.components.index(component)
         main = psutil.Process(self.processes[index].pid)
         for process in [main, *main.children(recursive=True)]:
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -348,7 +379,7 @@ class Airflow:
     @contextlib.contextmanager
     def paused(self, component: str) -> Iterator[None]:
         """SIGSTOP a component and its children (a triggerer that is down), SIGCONT on exit."""
-        main = psutil.Process(self.processes[COMPONENTS.index(component)].pid)
+        main = psutil.Process(self.processes[self.components.index(component)].pid)
         processes = [main, *main.children(recursive=True)]
         for process in processes:
             process.suspend()
@@ -369,8 +400,11 @@ class Airflow:
             return False
         return True
 
+    def log_file(self, component: str) -> Path:
+        return self.home / f"{component.replace(' ', '-')}.log"
+
     def log(self, component: str) -> str:
-        return (self.home / f"{component}.log").read_text(errors="replace")
+        return self.log_file(component).read_text(errors="replace")
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         if "Authorization" not in self.session.headers:
@@ -441,7 +475,39 @@ class Airflow:
         return response.json()["value"]
 
 
-def airflow_environment(home: Path, database: str, aws: str, request_file: Path) -> tuple[dict[str, str], str]:
+@dataclass(frozen=True)
+class Settings:
+    """What differs between the deployments: the executor, where requests may read and write, and
+    the local backend's commands.
+
+    :param broker: a Celery broker URL: CeleryExecutor and a Celery worker; None: LocalExecutor
+    :param allowed_prefixes: the deployment's ``[smx] allowed_prefixes``
+    :param local_commands: the deployment's ``[smx] local_commands`` (none: no local backend)
+    """
+
+    broker: str | None = None
+    allowed_prefixes: tuple[str, ...] = (f"s3://{BUCKET}/",)
+    local_commands: dict[str, Any] = field(default_factory=dict)
+
+    def executor(self, database: str) -> dict[str, str]:
+        if self.broker is None:
+            return {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+        # MWAA's broker is SQS; Redis stands in. Task states come back through Postgres.
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": self.broker,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database.replace("+psycopg2", ""),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "8",
+        }
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return COMPONENTS if self.broker is None else (*COMPONENTS, CELERY_WORKER)
+
+
+def airflow_environment(
+    home: Path, database: str, aws: str, request_file: Path, settings: Settings
+) -> tuple[dict[str, str], str]:
     """Configuration as a deployer would set it: environment variables only."""
     port, password = free_port(), secrets.token_urlsafe(12)
     (home / "passwords.json").write_text(json.dumps({"admin": password}))
@@ -451,7 +517,7 @@ def airflow_environment(home: Path, database: str, aws: str, request_file: Path)
         "HOME": str(home),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        **settings.executor(database),
         "AIRFLOW__CORE__PARALLELISM": "8",
         # a crashed scheduler's tasks are found within a minute, not the default five (the crash test)
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
@@ -472,7 +538,8 @@ def airflow_environment(home: Path, database: str, aws: str, request_file: Path)
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "AIRFLOW__SMX__ALLOWED_PREFIXES": json.dumps([f"s3://{BUCKET}/"]),
+        "AIRFLOW__SMX__ALLOWED_PREFIXES": json.dumps(settings.allowed_prefixes),
+        "AIRFLOW__SMX__LOCAL_COMMANDS": json.dumps(settings.local_commands),
         "AIRFLOW__SMX__ROLE_ARN": "arn:aws:iam::123456789012:role/smx-training",
         "AIRFLOW__SMX__CHECK_INTERVAL": "1",
         "AIRFLOW__SMX__POOL_SLOTS": str(POOL_SLOTS),
@@ -482,18 +549,24 @@ def airflow_environment(home: Path, database: str, aws: str, request_file: Path)
 
 
 @contextlib.contextmanager
-def airflow(root: Path, venv: Path, database: str, aws: str, request_file: Path) -> Iterator[Airflow]:
+def airflow(
+    root: Path, venv: Path, database: str, aws: str, request_file: Path, settings: Settings
+) -> Iterator[Airflow]:
     home = root / "airflow"
     (home / "dags").mkdir(parents=True)
     shutil.copy(REPO / "dags" / "smx_cross_validation.py", home / "dags")
     (home / "dags" / f"{MULTI_DAG_ID}.py").write_text(MULTI_DAG_FILE)
-    env, url = airflow_environment(home, database, aws, request_file)
-    deployment = Airflow(venv, home, env, url, json.loads((home / "passwords.json").read_text())["admin"])
+    env, url = airflow_environment(home, database, aws, request_file, settings)
+    password = json.loads((home / "passwords.json").read_text())["admin"]
+    deployment = Airflow(venv, home, env, url, password, settings.components)
     deployment.cli("db", "migrate")
     deployment.cli("smx", "setup-pool")
     try:
         deployment.start()
         wait_for("every Airflow component to report healthy", deployment.healthy, timeout=180)
+        if CELERY_WORKER in settings.components:  # the health endpoint does not cover workers
+            ready = lambda: " ready." in deployment.log(CELERY_WORKER)  # noqa: E731
+            wait_for("the Celery worker to be ready", ready, timeout=120)
         for dag_id in (DAG_ID, MULTI_DAG_ID):
             parsed = lambda dag_id=dag_id: deployment.api("GET", f"/api/v2/dags/{dag_id}").ok  # noqa: E731
             wait_for(f"{dag_id} to be parsed", parsed, timeout=120)
@@ -510,7 +583,45 @@ def start_run(deployment: Deployment, conf: dict[str, Any], dag_id: str = DAG_ID
 
 
 def diagnose(deployment: Deployment, run_id: str, dag_id: str = DAG_ID) -> str:
-    """Why a run did not do what was expected: its tasks, and the scheduler's and triggerer's last lines."""
-    tis = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in deployment.airflow.task_instances(run_id, dag_id)]
+    """Why a run did not do what was expected: its tasks, the first failed task's last log lines,
+    and the scheduler's and triggerer's."""
+    tis = deployment.airflow.task_instances(run_id, dag_id)
     tails = {name: deployment.airflow.log(name)[-3000:] for name in ("scheduler", "triggerer")}
+    failed = [ti for ti in tis if ti["state"] == "failed" and ti["try_number"]]
+    if failed:
+        ti = failed[0]
+        with contextlib.suppress(requests.RequestException):
+            log = deployment.airflow.task_log(run_id, ti["task_id"], ti["map_index"], ti["try_number"], dag_id)
+            tails[f"{ti['task_id']}[{ti['map_index']}] try {ti['try_number']}"] = log[-3000:]
+    tis = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in tis]
     return f"tasks: {tis}\n" + "\n".join(f"--- {name}\n{tail}" for name, tail in tails.items())
+
+
+@contextlib.contextmanager
+def deploy(
+    root: Path,
+    venv: Path,
+    aws: AwsEndpoint,
+    s3: Any,
+    celery: bool = False,
+    local_commands: dict[str, Any] | None = None,
+) -> Iterator[Deployment]:
+    """Postgres, Redis if ``celery``, and Airflow on them: a deployment ready for runs.
+
+    :param local_commands: turn the local backend on with these commands, and allow requests to
+        read and write ``root/local-data/`` (``file://``)
+    """
+    folder = root / "local-data"
+    local_data = local_commands is not None
+    prefixes = (f"s3://{BUCKET}/", *([f"file://{folder}/"] if local_data else []))
+    with contextlib.ExitStack() as stack:
+        start = time.monotonic()
+        database = stack.enter_context(postgres())
+        broker = stack.enter_context(redis(root)) if celery else None
+        request_file = root / "form-defaults.json"  # the trigger form starts from it (the browser test)
+        request_file.write_text(json.dumps(sagemaker_request("form-default", n_splits=3, seconds=2)))
+        settings = Settings(broker, prefixes, local_commands or {})
+        deployed = stack.enter_context(airflow(root, venv, database, aws.url, request_file, settings))
+        folder.mkdir(exist_ok=True)
+        timings = {"start_seconds": time.monotonic() - start}
+        yield Deployment(deployed, aws, s3, timings, folder if local_data else None)

@@ -6,46 +6,22 @@ build/e2e/artifacts/e2e-report.json and the test output.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import time
-from typing import Any
-
 import pytest
-import requests
 
+from tests.e2e.checks import cancel_stops_jobs, mark_failed, run_within_pool
 from tests.e2e.deployment import (
-    BUCKET,
     DAG_ID,
     MULTI_DAG_ID,
     POOL_SLOTS,
-    SECRET_TEMPLATE,
     Deployment,
-    diagnose,
     record,
     sagemaker_request,
     start_run,
-    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
 
-
-def mark_failed(deployment: Deployment, run_id: str) -> None:
-    """What a user's "Mark run as failed" does."""
-    response = deployment.airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", json={"state": "failed"})
-    assert response.status_code == 200, response.text
-
-
-def fold_logs(deployment: Deployment, run_id: str, ti: dict[str, Any]) -> list[str]:
-    """Every try's log of a fold task; a try whose log the API cannot find is left out."""
-    logs = []
-    for try_number in range(1, ti["try_number"] + 1):
-        try:
-            logs.append(deployment.airflow.task_log(run_id, ti["task_id"], ti["map_index"], try_number))
-        except requests.HTTPError:
-            continue
-    return logs
+PLAIN_GRAPH = {"check_request", "split_dataset", "train_fold", "aggregate_results", "stop_unfinished_jobs"}
 
 
 def test_airflow_lists_the_provider(deployment: Deployment) -> None:
@@ -63,58 +39,11 @@ def test_a_run_succeeds_within_the_pool(
     deployment: Deployment, dag_id: str, n_splits: int, instances: int, most_jobs: int
 ) -> None:
     name = f"e2e-{n_splits}x{instances}"
-    run_id = start_run(deployment, sagemaker_request(name, n_splits=n_splits, instances=instances), dag_id)
-    watched = deployment.airflow.watch(run_id, dag_id=dag_id)
-
-    assert watched.state == "success", diagnose(deployment, run_id, dag_id)
-    train_task = "train_fold" if instances == 1 else f"train_fold_x{instances}"
-    if dag_id == DAG_ID:  # the plain graph: every task of the run ran, none was skipped
-        assert set(watched.seen) == {
-            "check_request",
-            "split_dataset",
-            "train_fold",
-            "aggregate_results",
-            "stop_unfinished_jobs",
-        }
-        assert all(
-            states <= {"scheduled", "queued", "running", "deferred", "success", "up_for_retry", None}
-            for states in watched.seen.values()
-        ), watched.seen
-    else:  # several fold tasks: the one its folds need ran, the other was skipped
-        assert watched.seen["train_fold"] - {None} == {"skipped"}, watched.seen
-        assert "success" in watched.seen["train_fold_x2_folds"]
-    # Every fold deferred to our trigger, and a deferred task resumes only on its trigger's event,
-    # which only a triggerer fires: the waits went through the triggerer.
-    assert "deferred" in watched.seen[train_task], watched.seen
-    trigger = "airflow_smx.triggers.sagemaker_fold.SageMakerFoldTrainingTrigger"
-    assert watched.triggers == {(train_task, fold): trigger for fold in range(n_splits)}
-    folds = [ti for ti in deployment.airflow.task_instances(run_id, dag_id) if ti["task_id"] == train_task]
-    jobs = deployment.aws.jobs(run_id)
-    assert len(jobs) == n_splits
-    assert {job["status"] for job in jobs.values()} == {"Completed"}
-    # the conf's "{{ var.value.smx_e2e_secret }}" is data: never rendered by the worker
-    assert {job["hyperparameters"]["note"] for job in jobs.values()} == {SECRET_TEMPLATE}
-    peak = deployment.aws.peak(run_id)
-    assert peak["instances"] <= POOL_SLOTS
-    assert peak["jobs"] == most_jobs  # the pool, not something else, set the pace
-
-    summary = deployment.airflow.xcom(run_id, "aggregate_results", dag_id)
-    assert (summary["n_folds"], summary["succeeded"], summary["failed"]) == (n_splits, n_splits, 0)
-    accuracy = [0.80 + 0.02 * fold for fold in range(n_splits)]  # what the AWS endpoint reports per fold
-    assert summary["metrics"]["validation:accuracy"]["mean"] == pytest.approx(sum(accuracy) / n_splits)
-    key = summary["result"].removeprefix(f"s3://{BUCKET}/")
-    stored = json.loads(deployment.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
-    assert stored["summary"] == {k: v for k, v in summary.items() if k != "result"}
-    record(
-        name,
-        trigger_to_success_seconds=round(watched.seconds, 1),
-        most_jobs_at_once=peak["jobs"],
-        most_instances_at_once=peak["instances"],
-        pool_slots=POOL_SLOTS,
-        # A resumed fold can be killed by a stale executor event (apache/airflow#72716); its
-        # retry re-attaches to the same job, so the run still succeeds with one job per fold.
-        fold_retries=sum(ti["try_number"] - 1 for ti in folds),
-    )
+    conf = sagemaker_request(name, n_splits=n_splits, instances=instances)
+    _, watched, figures = run_within_pool(deployment, conf, dag_id, instances, most_jobs)
+    if dag_id == DAG_ID:  # a plain SageMaker deployment's graph: every task ran, none was skipped
+        assert set(watched.seen) == PLAIN_GRAPH
+    record(name, **figures)
 
 
 def test_a_bad_form_value_is_refused_at_trigger(deployment: Deployment) -> None:
@@ -152,28 +81,5 @@ def test_cancelling_a_run_before_its_folds_start_fails_it(deployment: Deployment
 def test_cancelling_a_run_stops_its_training_jobs(deployment: Deployment, triggerer: str) -> None:
     """Marking a run failed stops its jobs within seconds: the triggers' on_kill when the triggerer
     is watching them, and the run's teardown whatever the triggerer does (here: frozen)."""
-    run_id = start_run(deployment, sagemaker_request(f"e2e-cancel-{triggerer}", n_splits=2, seconds=3600))
-    in_progress = lambda: [j for j in deployment.aws.jobs(run_id).values() if j["status"] == "InProgress"]  # noqa: E731
-    wait_for("both folds' jobs to be InProgress", lambda: len(in_progress()) == 2, timeout=180)
-    folds = lambda: [ti for ti in deployment.airflow.task_instances(run_id) if ti["task_id"] == "train_fold"]  # noqa: E731
-    wait_for("both folds to defer", lambda: [ti["state"] for ti in folds()] == ["deferred", "deferred"], timeout=60)
-    logs = lambda: "".join(log for ti in folds() for log in fold_logs(deployment, run_id, ti))  # noqa: E731
-    if triggerer == "watching":
-        wait_for("the triggerer to watch both jobs", lambda: logs().count(") starting") == 2, timeout=60)
-    with deployment.airflow.paused("triggerer") if triggerer == "paused" else contextlib.nullcontext():
-        cancelled = time.monotonic()
-        mark_failed(deployment, run_id)
-        stopped = lambda: {j["status"] for j in deployment.aws.jobs(run_id).values()} == {"Stopped"}  # noqa: E731
-        try:
-            wait_for("the cancelled run's jobs to stop", stopped, timeout=60)
-        except TimeoutError:
-            pytest.fail(f"jobs: {deployment.aws.jobs(run_id)}\n{diagnose(deployment, run_id)}")
-        seconds = round(time.monotonic() - cancelled, 1)
-        assert deployment.airflow.watch(run_id, timeout=120).state == "failed"
-    assert seconds < 15
-    if triggerer == "watching":  # the live triggerer calls our trigger's on_kill (the teardown may stop first)
-        wait_for("the triggerer to call on_kill on both", lambda: logs().count("invoking on_kill") == 2, timeout=60)
-    else:  # nothing but the teardown could have stopped them
-        teardown = deployment.airflow.task_log(run_id, "stop_unfinished_jobs")
-        assert teardown.count("Stopped training job") == 2, teardown
-    record(f"cancel, triggerer {triggerer}", seconds_to_stop_jobs=seconds)
+    conf = sagemaker_request(f"e2e-cancel-{triggerer}", n_splits=2, seconds=3600)
+    record(f"cancel, triggerer {triggerer}", seconds_to_stop_jobs=cancel_stops_jobs(deployment, conf, triggerer))

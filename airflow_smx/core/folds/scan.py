@@ -192,6 +192,7 @@ def _merge(result: Scan, ranges: list[RangeScan]) -> None:
 
 def _scan_parallel(source: InputFile, reader: JsonFieldReader | CsvFieldReader, result: Scan, processes: int) -> None:
     cuts = source.line_starts(processes)
+    log.info("reading %s in %d processes", source.uri, processes)
     _FORKED["scan"] = (source, reader, result.header is not None, cuts)
     try:
         outcomes = forked.run_forked(_scan_worker, processes)
