@@ -76,8 +76,12 @@ def main() -> int:
     print(reports[-1].read_text())
     summary = json.loads((reports[-1].parent / "cv_result.json").read_text())["summary"]
     for name, metric in summary["metrics"].items():
-        low, high = metric["ci95"]
-        print(f"{name}: {metric['mean']:.4f} +/- {metric['std']:.4f} (95% CI {low:.4f} to {high:.4f}, n={metric['n']})")
+        (low, high), (honest_low, honest_high) = metric["ci95"], metric["ci95_corrected"]
+        print(
+            f"{name}: {metric['mean']:.4f} +/- {metric['std']:.4f} (n={metric['n']}); 95% CI "
+            f"{honest_low:.4f} to {honest_high:.4f} corrected for overlapping folds "
+            f"({low:.4f} to {high:.4f} if folds were independent)"
+        )
     print(f"\ncv_result.json: {reports[-1].parent / 'cv_result.json'}")
     return 0
 

@@ -146,6 +146,9 @@ def run_dag(airflow_db, sagemaker, s3, monkeypatch):
         from tests.versions import DagBag
 
         dag = DagBag(dag_folder=str(ROOT / "dags")).dags["smx_cross_validation"]
+        for previous in simulators:  # one SageMaker at a time: a test's later run has outcomes of its own
+            previous.running = False
+            previous.join()
         simulator = Simulator(sagemaker, outcomes)
         simulators.append(simulator)
         simulator.start()

@@ -96,3 +96,25 @@ def test_a_single_fold_has_no_spread():
     assert summary["metrics"]["validation:accuracy"]["std"] is None
     assert summary["metrics"]["validation:accuracy"]["ci95"] is None
     assert "ci95" in report(summary, [completed(0, 0.9)])
+
+
+def test_the_corrected_interval_on_a_case_worked_by_hand():
+    # Scores 0.80 ... 0.88 (mean 0.84, variance 0.001), J = 5, n_test/n_train = 1/4 (5 folds);
+    # t(0.975, 4) = 2.776445. Plain: 2.776445 x sqrt(0.001 / 5) = 0.0392645. Corrected (Nadeau
+    # and Bengio 2003): 2.776445 x sqrt(0.001 x (1/5 + 1/4)) = 0.0588973.
+    outcomes = [completed(i, a) for i, a in enumerate([0.80, 0.82, 0.84, 0.86, 0.88])]
+    summary = summarize(request(), outcomes, "r", test_train_ratio=0.25)
+    accuracy = summary["metrics"]["validation:accuracy"]
+    assert accuracy["ci95"] == pytest.approx([0.84 - 0.0392645, 0.84 + 0.0392645], abs=1e-6)
+    assert accuracy["ci95_corrected"] == pytest.approx([0.84 - 0.0588973, 0.84 + 0.0588973], abs=1e-6)
+    assert accuracy["variance_factor"] == pytest.approx(0.45)
+    assert summary["objective"]["ci95_corrected"] == accuracy["ci95_corrected"]
+    assert summary["test_train_ratio"] == 0.25
+    text = report(summary, outcomes)
+    assert "ci95 corrected" in text and "[0.7811, 0.8989]" in text and "n_test/n_train = 0.25" in text
+
+
+def test_without_the_folds_sizes_there_is_no_corrected_interval():
+    summary = summarize(request(), [completed(i, a) for i, a in enumerate(ACCURACY)], "r")
+    assert summary["metrics"]["validation:accuracy"]["ci95_corrected"] is None
+    assert "ci95 corrected" in report(summary, []) and "n_test/n_train" not in report(summary, [])

@@ -27,6 +27,10 @@ def test_five_folds_train_and_aggregate(run_dag, sagemaker, s3):
     accuracy = summary["metrics"]["validation:accuracy"]
     assert accuracy["mean"] == pytest.approx(0.82) and accuracy["values"] == {str(i): a for i, a in enumerate(ACCURACY)}
     assert summary["objective"]["best_fold"] == 3
+    # 160 training and 40 validation records a fold: the corrected interval is sqrt(1 + 5 x 1/4) wider
+    assert summary["test_train_ratio"] == 0.25
+    (low, high), (plain_low, plain_high) = accuracy["ci95_corrected"], accuracy["ci95"]
+    assert high - low == pytest.approx(1.5 * (plain_high - plain_low))
     assert summary["cost"]["billable_instance_seconds"] == 5 * 120
     assert [s["TrainingJobStatus"] for s in result["splits"]] == ["Completed"] * 5
     assert all(isinstance(s["CreationTime"], str) and "ResponseMetadata" not in s for s in result["splits"])
@@ -181,3 +185,58 @@ def test_every_fold_goes_to_exactly_one_fold_task():
         assert fold_task_of(fold, tasks) == ("sagemaker", expected)
     local = FoldJob(0, {"TrainingJobName": "j"}, command="train")
     assert fold_task_of(local, [("sagemaker", 2), ("local", 1)]) == ("local", 1)
+
+
+def test_a_dry_run_reports_folds_job_names_and_spend_and_writes_nothing_else(run_dag, sagemaker, s3):
+    run = run_dag(conf(dry_run=True))
+    assert run.state == "success", states(run)
+    assert states(run)[("train_fold", -1)] == "skipped"
+    assert states(run)[("aggregate_results", -1)] == "success"
+    assert sagemaker.creates == [] and boto3.client("sagemaker").list_trials()["TrialSummaries"] == []
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bucket", Prefix="out/").get("Contents", [])]
+    (key,) = keys  # no fold, no plan: the report alone
+    assert key.endswith("/results/dry_run.json")
+    report = json.loads(s3.get_object(Bucket="bucket", Key=key)["Body"].read())
+    assert report["dry_run"] is True and report["n_records"] == 200
+    assert report["classes"] == {"c0": 67, "c1": 67, "c2": 66}
+    folds = report["folds"]
+    assert [(f["n_train"], f["n_validation"]) for f in folds] == [(160, 40)] * 5
+    assert sum(f["class_counts"]["validation"]["c2"] for f in folds) == 66
+    stamp = report["cv_run_id"].removeprefix("iris-xgboost-")
+    assert [f["job_name"] for f in folds] == [f"crossvalidator-iris-xgboost-{stamp}-fold{i}" for i in range(5)]
+    assert report["worst_case"]["instance_hours"] == pytest.approx(5 * 600 / 3600)
+    assert report["worst_case"]["text"] == "worst case 5 folds x 1 x ml.m5.large x 0.166667 h = 0.833333 instance-hours"
+
+
+def test_the_gate_promotes_a_first_run_stops_a_worse_one_and_promotes_a_better_one(run_dag, s3):
+    gated = conf(gate={"baseline": "latest", "margin": 0.01})
+    pointer = lambda: json.loads(s3.get_object(Bucket="bucket", Key="out/latest/iris-xgboost.json")["Body"].read())  # noqa: E731
+    first = run_dag(gated)
+    assert first.state == "success", states(first)
+    first_id = pointer()["cv_run_id"]
+    first_result, _ = result_of(s3, f"out/{first_id}/")
+    assert first_result["summary"]["gate"] == {"passed": True, "checks": [], "baseline": None, "on_fail": "fail"}
+
+    worse = run_dag(gated, lambda fold: {"metrics": {"validation:accuracy": ACCURACY[fold] - 0.05 - 0.002 * fold}})
+    assert worse.state == "failed" and states(worse)[("aggregate_results", -1)] == "failed"
+    assert pointer()["cv_run_id"] == first_id  # the baseline stays
+    (worse_key,) = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket="bucket", Prefix="out/").get("Contents", [])
+        if o["Key"].endswith("cv_result.json") and first_id not in o["Key"]
+    ]
+    summary = json.loads(s3.get_object(Bucket="bucket", Key=worse_key)["Body"].read())["summary"]
+    (check,) = summary["gate"]["checks"]
+    assert summary["success"] is True and summary["promoted"] is False
+    assert summary["gate"]["baseline"] == first_id and check["test"].startswith("corrected paired t-test")
+    assert check["difference"] == pytest.approx(-0.054) and check["p_value"] < 0.05
+
+    better = run_dag(gated, lambda fold: {"metrics": {"validation:accuracy": ACCURACY[fold] + 0.02}})
+    assert better.state == "success", states(better)
+    assert pointer()["cv_run_id"] not in (first_id, worse_key.split("/")[1])
+
+
+def test_a_named_baseline_that_is_not_there_is_refused_before_any_job(run_dag, sagemaker, s3):
+    run = run_dag(conf(gate={"baseline": "iris-xgboost-20200101-000000-abcdef"}))
+    assert run.state == "failed" and states(run)[("check_request", -1)] == "failed"
+    assert sagemaker.creates == [] and s3.list_objects_v2(Bucket="bucket", Prefix="out/").get("KeyCount") == 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import multiprocessing
+import os
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -290,3 +293,29 @@ def test_parallel_split_ends_its_processes_under_a_task_runners_sigterm_handler(
         assert plan.n_records == 2000
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _split_in_a_forked_task(path: Path, out: Path) -> None:
+    """What Airflow's supervisor does under CeleryExecutor: fork the task from the pool process."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            plan = split_dataset(InputSpec(uri=path.as_uri()), CVSpec(n_splits=3), out.as_uri(), workers=2)
+            os._exit(0 if plan.n_records == 2000 else 1)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(2)
+    os._exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+
+
+def test_a_parallel_split_runs_in_a_task_forked_from_a_daemonic_celery_pool_process(tmp_path):
+    # Celery's prefork pool processes are daemonic, and a task forked from one inherits the flag
+    # that made multiprocessing refuse it children ("daemonic processes are not allowed to have children").
+    path = write_jsonl(tmp_path / "in.jsonl", make_records(2000, seed=1))
+    pool_process = multiprocessing.get_context("fork").Process(
+        target=_split_in_a_forked_task, args=(path, tmp_path / "o"), daemon=True
+    )
+    pool_process.start()
+    pool_process.join()
+    assert pool_process.exitcode == 0
+    assert sorted(p.name for p in (tmp_path / "o").glob("part-*")) == [f"part-0000{i}.jsonl" for i in range(3)]

@@ -17,7 +17,7 @@ from airflow_smx.core.policy import Policy
 from airflow_smx.core.request import CVRequest, request_json_schema
 
 SECTIONS: dict[str, list[str]] = {
-    "Run": ["name", "backend"],
+    "Run": ["name", "backend", "dry_run"],
     "Data": [
         "input.uri",
         "input.format",
@@ -36,7 +36,7 @@ SECTIONS: dict[str, list[str]] = {
         "cv.holdout",
         "cv.allow_small_classes",
     ],
-    "Scores": ["metrics.objective", "metrics.direction", "min_successful_folds"],
+    "Scores": ["metrics.objective", "metrics.direction", "min_successful_folds", "gate"],
     "Job template": ["training", "local", "channels", "experiment", "tags"],
 }
 # SageMaker's built-in XGBoost (us-east-1): a real image for the form's starting template.

@@ -238,21 +238,45 @@ class Policy:
         ]
 
     def _spend_problems(self, request: CVRequest) -> list[str]:
-        jobs, count = request.cv.n_folds, request.training.instance_count
-        # each Debugger/Profiler rule runs one more instance alongside the job, as long as it
-        rules = len(request.training.DebugRuleConfigurations or []) + len(
-            request.training.ProfilerRuleConfigurations or []
-        )
-        kind = (request.training.ResourceConfig or {}).get("InstanceType", "?")
-        seconds = max_runtime(request) + warm_pool_seconds(request)
-        hours = jobs * (count + rules) * seconds / 3600
-        if hours <= self.max_instance_hours:
+        spend = WorstCase.of(request)
+        if spend.instance_hours <= self.max_instance_hours:
             return []
-        instances = f"({count} x {kind} + {rules} rule instances)" if rules else f"{count} x {kind}"
-        return [
-            f"training: worst case {jobs} folds x {instances} x {seconds / 3600:g} h = {hours:g} "
-            f"instance-hours, above [smx] max_instance_hours {self.max_instance_hours:g}"
-        ]
+        return [f"training: {spend}, above [smx] max_instance_hours {self.max_instance_hours:g}"]
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """The most a run's training may bill: every fold's job trains its longest, then idles in its
+    warm pool; each Debugger/Profiler rule runs one more instance alongside the job, as long."""
+
+    jobs: int
+    instances: int
+    rule_instances: int
+    instance_type: str
+    hours_per_job: float
+
+    @classmethod
+    def of(cls, request: CVRequest) -> WorstCase:
+        training = request.training
+        return cls(
+            jobs=request.cv.n_folds,
+            instances=training.instance_count,
+            rule_instances=len(training.DebugRuleConfigurations or []) + len(training.ProfilerRuleConfigurations or []),
+            instance_type=(training.ResourceConfig or {}).get("InstanceType", "?"),
+            hours_per_job=(max_runtime(request) + warm_pool_seconds(request)) / 3600,
+        )
+
+    @property
+    def instance_hours(self) -> float:
+        return self.jobs * (self.instances + self.rule_instances) * self.hours_per_job
+
+    def __str__(self) -> str:
+        kind, rules = self.instance_type, self.rule_instances
+        instances = f"({self.instances} x {kind} + {rules} rule instances)" if rules else f"{self.instances} x {kind}"
+        return (
+            f"worst case {self.jobs} folds x {instances} x {self.hours_per_job:g} h = {self.instance_hours:g} "
+            "instance-hours"
+        )
 
 
 def max_runtime(request: CVRequest) -> int:

@@ -18,6 +18,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from airflow_smx.core import smx_validator
 from airflow_smx.core.attempts import ATTEMPT_TAG, FOLDS_TAG
+from airflow_smx.core.naming import VALID_NAME
 
 Strategy = Literal["kfold", "stratified", "group", "stratified_group"]
 Backend = Literal["local", "sagemaker"]
@@ -417,6 +418,53 @@ class MetricsSpec(_Model):
     )
 
 
+class GateSpec(_Model):
+    """Whether a run's model may replace the last one: thresholds on the objective, and a
+    comparison with a baseline run (README, "The gate")."""
+
+    threshold: float | None = Field(
+        None,
+        title="Objective threshold",
+        description="The objective's mean must reach it: at least this when maximizing, at most when minimizing.",
+    )
+    bound_threshold: float | None = Field(
+        None,
+        title="Interval threshold",
+        description="The corrected 95% interval's pessimistic end (lower when maximizing, upper when "
+        "minimizing) must reach it.",
+    )
+    baseline: str | None = Field(
+        "latest",
+        title="Baseline",
+        description='"latest": the last run of this name that succeeded and passed its gate (a first run has '
+        "none); or the cv_run_id of an earlier run under the same output_uri; null: no comparison.",
+    )
+    margin: float = Field(
+        0.0, ge=0, title="Margin", description="How much worse than the baseline's mean a run may be, in metric units."
+    )
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        title="Significance",
+        description="A run is stopped when it is worse than the baseline by more than the margin at this "
+        "one-sided level (the fold scores' spread could explain a smaller gap).",
+    )
+    on_fail: Literal["fail", "succeed"] = Field(
+        "fail",
+        title="When the gate stops a run",
+        description="fail: the run fails (red in the UI); succeed: it succeeds, marked not promoted, and the "
+        "baseline stays.",
+    )
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline_is_a_run(cls, value: str | None) -> str | None:
+        if value not in (None, "latest") and not VALID_NAME.match(value):
+            raise ValueError('must be "latest", null or a cv_run_id (letters, digits and hyphens)')
+        return value
+
+
 class LocalSpec(_Model):
     """Which of the deployment's commands the local backend runs (under SageMaker's container contract)."""
 
@@ -494,6 +542,20 @@ class CVRequest(_Model):
     min_successful_folds: int | None = Field(
         None, ge=1, title="Folds that must succeed", description="Default: all of them."
     )
+    gate: GateSpec | None = Field(
+        None,
+        title="Gate",
+        description='Whether the model may replace the last one, e.g. {"baseline": "latest", "margin": 0.01, '
+        '"threshold": 0.8}: thresholds on the objective, and a corrected t-test against a baseline run. '
+        "Needs metrics.objective. Default: none (every successful run is promoted).",
+    )
+    dry_run: bool = Field(
+        False,
+        title="Dry run",
+        description="Check the request and scan the data, then stop: report the records, classes, each "
+        "fold's sizes and training job name, and the worst-case instance-hours. No fold is written, no "
+        "job starts; only the report (results/dry_run.json) is written.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -531,6 +593,8 @@ class CVRequest(_Model):
                 f"must be <= the number of folds ({self.cv.n_folds})",
                 self.min_successful_folds,
             )
+        if self.gate is not None and self.metrics.objective is None:
+            yield _problem(("metrics", "objective"), "the gate judges the objective metric: name one", None)
         keys = [t.Key for t in self.tags]
         for key in sorted({k for k in keys if keys.count(k) > 1}):
             yield _problem(("tags",), f"duplicate key {key!r}", key)

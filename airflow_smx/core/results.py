@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_smx.core.attempts import Attempt
+from airflow_smx.core.gate import gate_text
 from airflow_smx.core.request import CVRequest
 
 CONFIDENCE = 0.95
@@ -63,38 +64,57 @@ class FoldOutcome:
         return (self.description or {}).get("FailureReason") or self.error
 
 
-def metric_summary(values: dict[int, float]) -> dict[str, Any]:
-    """n, mean, sample std, min, max and a 95% t-interval of the mean over folds."""
+def metric_summary(values: dict[int, float], test_train_ratio: float | None = None) -> dict[str, Any]:
+    """n, mean, sample std, min, max and two 95% t-intervals of the mean over the J fold scores.
+
+    ``ci95`` (SMX-Validator's) takes the scores as independent: variance / J. They are not: the
+    folds share most of their training records, and it is too narrow. ``ci95_corrected`` is
+    Nadeau and Bengio's (2003) corrected resampled t: variance x (1/J + n_test/n_train), J - 1
+    degrees of freedom; ``variance_factor`` is that (1/J + n_test/n_train).
+
+    :param test_train_ratio: n_test / n_train of the folds (None: no corrected interval)
+    """
     numbers = list(values.values())
     n = len(numbers)
     mean = statistics.fmean(numbers)
     std = statistics.stdev(numbers) if n > 1 else None
-    if std is not None:
-        from scipy import stats  # here, not at the top: it would add half a second to every DAG parse
-
-        half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * std / math.sqrt(n)
-        interval = [mean - half, mean + half]
-    else:
-        interval = None
+    factor = 1 / n + test_train_ratio if test_train_ratio is not None else None
     return {
         "n": n,
         "mean": mean,
         "std": std,
         "min": min(numbers),
         "max": max(numbers),
-        "ci95": interval,
+        "ci95": _t_interval(mean, std, n, 1 / n),
+        "ci95_corrected": _t_interval(mean, std, n, factor),
+        "variance_factor": factor,
         "values": {str(fold): value for fold, value in sorted(values.items())},
     }
 
 
-def summarize(request: CVRequest, outcomes: list[FoldOutcome], cv_run_id: str) -> dict[str, Any]:
-    """The run's summary: metrics over successful folds, failures, cost, and whether it passed."""
+def _t_interval(mean: float, std: float | None, n: int, variance_factor: float | None) -> list[float] | None:
+    """mean +- t(n - 1) x sqrt(std^2 x variance_factor): the 95% interval of the mean."""
+    if std is None or variance_factor is None:
+        return None
+    from scipy import stats  # here, not at the top: it would add half a second to every DAG parse
+
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1)) * std * math.sqrt(variance_factor)
+    return [mean - half, mean + half]
+
+
+def summarize(
+    request: CVRequest, outcomes: list[FoldOutcome], cv_run_id: str, test_train_ratio: float | None = None
+) -> dict[str, Any]:
+    """The run's summary: metrics over successful folds, failures, cost, and whether it passed.
+
+    :param test_train_ratio: n_test / n_train of the folds (:attr:`FoldPlan.test_train_ratio`)
+    """
     succeeded = [o for o in outcomes if o.succeeded]
     per_metric: dict[str, dict[int, float]] = {}
     for outcome in succeeded:
         for metric in outcome.description.get("FinalMetricDataList", []):
             per_metric.setdefault(metric["MetricName"], {})[outcome.fold] = float(metric["Value"])
-    metrics = {name: metric_summary(values) for name, values in sorted(per_metric.items())}
+    metrics = {name: metric_summary(values, test_train_ratio) for name, values in sorted(per_metric.items())}
     summary = {
         "cv_run_id": cv_run_id,
         "n_folds": len(outcomes),
@@ -103,6 +123,7 @@ def summarize(request: CVRequest, outcomes: list[FoldOutcome], cv_run_id: str) -
         "required": request.required_folds,
         "success": len(succeeded) >= request.required_folds,
         "objective": _objective(request, metrics),
+        "test_train_ratio": test_train_ratio,
         "metrics": metrics,
         "failures": [
             {"fold": o.fold, "job_name": o.job_name, "status": o.status, "reason": o.reason}
@@ -126,7 +147,8 @@ def _objective(request: CVRequest, metrics: dict[str, dict[str, Any]]) -> dict[s
     if found:
         pick = max if request.metrics.direction == "maximize" else min
         best = pick(found["values"].items(), key=lambda item: item[1])
-        result.update({"mean": found["mean"], "std": found["std"], "ci95": found["ci95"], "best_fold": int(best[0])})
+        result.update({key: found[key] for key in ("mean", "std", "ci95", "ci95_corrected")})
+        result["best_fold"] = int(best[0])
     return result
 
 
@@ -144,12 +166,19 @@ def _cost(outcomes: list[FoldOutcome]) -> dict[str, Any]:
     }
 
 
-def cv_result(request: CVRequest, outcomes: list[FoldOutcome], cv_run_id: str, original: dict[str, Any]) -> dict:
+def cv_result(
+    request: CVRequest,
+    outcomes: list[FoldOutcome],
+    cv_run_id: str,
+    original: dict[str, Any],
+    test_train_ratio: float | None = None,
+) -> dict:
     """``cv_result.json``: SMX-Validator's output keys, then ``summary`` and ``request``.
 
     :param original: the conf as the user sent it (SMX-Validator's sections are echoed from it)
+    :param test_train_ratio: n_test / n_train of the folds, for the corrected interval
     """
-    summary = summarize(request, outcomes, cv_run_id)
+    summary = summarize(request, outcomes, cv_run_id, test_train_ratio)
     return {
         "job_config": original.get("job_config")
         or {"name": request.name, "input_path": request.input.uri, "output_prefix": request.output_uri},
@@ -175,6 +204,7 @@ def report(summary: dict[str, Any], outcomes: list[FoldOutcome]) -> str:
     for label, key in (("mean", "mean"), ("std", "std"), ("min", "min"), ("max", "max")):
         rows.append([label, "", *(_number(summary["metrics"][m][key]) for m in names)])
     rows.append(["ci95", "", *(_interval(summary["metrics"][m]["ci95"]) for m in names)])
+    rows.append(["ci95 corrected", "", *(_interval(summary["metrics"][m]["ci95_corrected"]) for m in names)])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *rows]]
     verdict = "succeeded" if summary["success"] else "FAILED"
@@ -183,6 +213,14 @@ def report(summary: dict[str, Any], outcomes: list[FoldOutcome]) -> str:
         f"CV run {summary['cv_run_id']}: {summary['succeeded']}/{summary['n_folds']} folds "
         f"succeeded ({summary['required']} required): {verdict}",
     )
+    if summary.get("test_train_ratio") is not None:
+        lines.append(
+            "ci95 takes the fold scores as independent and is too narrow (folds share training records); "
+            "ci95 corrected is Nadeau and Bengio's corrected resampled t: variance x (1/J + n_test/n_train), "
+            f"n_test/n_train = {summary['test_train_ratio']:.4g}"
+        )
+    if summary.get("gate"):
+        lines.extend(gate_text(summary["gate"]))
     for failure in summary["failures"]:
         lines.append(f"fold {failure['fold']} ({failure['job_name']}): {failure['status']}: {failure['reason']}")
     return "\n".join(lines) + "\n"

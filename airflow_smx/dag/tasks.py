@@ -16,8 +16,10 @@ from airflow_smx import settings
 from airflow_smx.backends import backend
 from airflow_smx.compat import RETRY_BACKOFF, AirflowFailException, asset, task
 from airflow_smx.core import storage
-from airflow_smx.core.folds import SplitError, split_dataset
+from airflow_smx.core.dry_run import dry_run_report, dry_run_text
+from airflow_smx.core.folds import SplitError, read_plan, split_dataset
 from airflow_smx.core.form import request_from_form, unknown_fields
+from airflow_smx.core.gate import GateError, judge, load_baseline, pointer_uri
 from airflow_smx.core.job_requests import FoldJob, fold_training_config
 from airflow_smx.core.naming import cv_run_id, run_key, trial_name
 from airflow_smx.core.request import CVRequest, RequestError, in_user_terms, parse_request
@@ -25,6 +27,7 @@ from airflow_smx.core.results import cv_result, report
 from airflow_smx.core.smx_validator import is_smx_validator_input
 from airflow_smx.hooks.s3fs_options import storage_options_for
 
+DRY_RUN_REPORT = "dry_run.json"
 RESULT_ASSET = asset("smx://cross-validation/result", name="smx_cross_validation_result")
 
 
@@ -68,6 +71,11 @@ def check_request(stored: dict[str, Any] | None = None, largest_slot: int = 1, *
                 f"training.ResourceConfig.InstanceCount: {slots} is above the {largest_slot} pool slots "
                 "this DAG's fold tasks take ([smx] slot_sizes)"
             )
+        if not problems and request.gate is not None:  # within the bounds: its baseline is read from output_uri
+            try:
+                baseline_of(request)
+            except GateError as error:
+                problems.append(str(error))
         if problems:
             raise RequestError(in_user_terms(problems, raw))
     except RequestError as error:
@@ -87,7 +95,11 @@ def check_request(stored: dict[str, Any] | None = None, largest_slot: int = 1, *
 # keys (the split is deterministic), or finds the split done (plan.json) and writes nothing.
 @task(retries=3, retry_delay=datetime.timedelta(seconds=15), retry_exponential_backoff=RETRY_BACKOFF)
 def split_dataset_task(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """Write the folds; return one FoldJob per fold (its CreateTrainingJob request: URIs and counts only)."""
+    """Write the folds; return one FoldJob per fold (its CreateTrainingJob request: URIs and counts only).
+
+    A dry run scans and assigns the same folds, writes its report instead, and returns none:
+    the fold tasks are skipped, and nothing is trained or prepared.
+    """
     request = CVRequest.model_validate(run["request"])
     when = datetime.datetime.fromisoformat(run["when"])
     folds_uri = storage.join(request.output_uri, run["cv_run_id"], "folds")
@@ -99,18 +111,28 @@ def split_dataset_task(run: dict[str, Any]) -> list[dict[str, Any]]:
             folds_uri,
             assemble_train=request.channels.train.needs_single_object,
             storage_options=options,
+            write=not request.dry_run,
         )
     except SplitError as error:
         raise AirflowFailException(f"cannot split: {error}") from None
+    role = settings.get("role_arn") or None
+    configs = [fold_training_config(request, plan, f, when, run["run_id"], role, run["key"]) for f in plan.folds]
+    if request.dry_run:
+        report = dry_run_report(request, plan, [config["TrainingJobName"] for config in configs], run["cv_run_id"])
+        _, fs, path = results_folder(request, run)
+        storage.write_json(fs, f"{path}/{DRY_RUN_REPORT}", report)
+        print(dry_run_text(report))
+        return []
     trainer = backend(request.backend, settings.get("aws_conn_id"))
     trainer.prepare(request, trial_name(request.name, when, run["key"]))
-    role = settings.get("role_arn") or None
-    return [
-        trainer.fold_job(
-            request, f.index, fold_training_config(request, plan, f, when, run["run_id"], role, run["key"])
-        ).kwargs()
-        for f in plan.folds
-    ]
+    return [trainer.fold_job(request, f.index, config).kwargs() for f, config in zip(plan.folds, configs, strict=True)]
+
+
+def results_folder(request: CVRequest, run: dict[str, Any]) -> tuple[str, Any, str]:
+    """Where a run's results go: ``{output_uri}/{cv_run_id}/results``, as (URI, filesystem, path)."""
+    uri = storage.join(request.output_uri, run["cv_run_id"], "results")
+    fs, path = storage.filesystem(uri, storage_options_for(settings.get("aws_conn_id"), request.output_uri))
+    return uri, fs, path
 
 
 def fold_task_of(fold: FoldJob, fold_tasks: list[tuple[str, int]]) -> tuple[str, int]:
@@ -157,20 +179,41 @@ def aggregate_results(**context: Any) -> dict[str, Any]:
     if not run or folds is None:
         raise AirflowFailException("No folds to aggregate: check_request or split_dataset did not succeed.")
     request = CVRequest.model_validate(run["request"])
+    results_uri, fs, path = results_folder(request, run)
+    if request.dry_run:  # its report is the result; a result asset event says so, for consumers to skip
+        result = storage.join(results_uri, DRY_RUN_REPORT)
+        context["outlet_events"][RESULT_ASSET].extra = {"result": result, "success": False, "dry_run": True}
+        return {**storage.read_json(fs, f"{path}/{DRY_RUN_REPORT}"), "result": result}
     trainer = backend(request.backend, settings.get("aws_conn_id"))
     outcomes = [trainer.outcome(FoldJob(**fold)) for fold in folds]
-    result = cv_result(request, outcomes, run["cv_run_id"], run["original"])
-    text = report(result["summary"], outcomes)
-    results_uri = storage.join(request.output_uri, run["cv_run_id"], "results")
-    fs, path = storage.filesystem(results_uri, storage_options_for(settings.get("aws_conn_id"), request.output_uri))
+    folds_uri = storage.join(request.output_uri, run["cv_run_id"], "folds")
+    plan = read_plan(folds_uri, storage_options_for(settings.get("aws_conn_id"), folds_uri))
+    result = cv_result(request, outcomes, run["cv_run_id"], run["original"], plan.test_train_ratio)
+    gated = result["summary"]
+    if request.gate is not None and gated["success"]:
+        gated["gate"] = judge(request, gated, plan, run["cv_run_id"], baseline_of(request))
+    gated["promoted"] = gated["success"] and gated.get("gate", {}).get("passed", True)
+    text = report(gated, outcomes)
     storage.write_json(fs, f"{path}/cv_result.json", result)
     storage.write_bytes(fs, f"{path}/cv_report.txt", text.encode())
     print(text)
-    summary = {**result["summary"], "result": storage.join(results_uri, "cv_result.json")}
-    context["outlet_events"][RESULT_ASSET].extra = {"result": summary["result"], "success": summary["success"]}
-    if not summary["success"]:
+    summary = {**gated, "result": storage.join(results_uri, "cv_result.json")}
+    if summary["promoted"]:  # the next gated run's "latest" baseline
+        pointer = {"cv_run_id": run["cv_run_id"], "result": summary["result"], "airflow_run_id": run["run_id"]}
+        storage.write_json(fs, pointer_uri(request), pointer)
+    context["outlet_events"][RESULT_ASSET].extra = {
+        "result": summary["result"],
+        "success": summary["success"],
+        "promoted": summary["promoted"],
+    }
+    if not summary["success"] or (not summary["promoted"] and request.gate.on_fail == "fail"):
         raise AirflowFailException(text)
     return summary
+
+
+def baseline_of(request: CVRequest) -> dict[str, Any] | None:
+    """The gate's baseline run (check_request has seen it is there)."""
+    return load_baseline(request, storage_options_for(settings.get("aws_conn_id"), request.output_uri))
 
 
 @task(retries=5, retry_delay=datetime.timedelta(seconds=30), retry_exponential_backoff=RETRY_BACKOFF)

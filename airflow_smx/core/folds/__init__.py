@@ -3,7 +3,7 @@
 from airflow_smx.core.folds.assign import Assignment, assign_folds, make_splitter, split_holdout
 from airflow_smx.core.folds.plan import Fold, FoldPlan
 from airflow_smx.core.folds.records import SplitError
-from airflow_smx.core.folds.split import split_dataset
+from airflow_smx.core.folds.split import read_plan, split_dataset
 
 __all__ = [
     "Assignment",
@@ -12,6 +12,7 @@ __all__ = [
     "SplitError",
     "assign_folds",
     "make_splitter",
+    "read_plan",
     "split_dataset",
     "split_holdout",
 ]

@@ -44,6 +44,12 @@ class FoldPlan:
     version: int = PLAN_VERSION
 
     @property
+    def test_train_ratio(self) -> float:
+        """n_test / n_train of Nadeau and Bengio's corrected variance: the folds' validation
+        records over their training records (about 1 / (k - 1) for k folds)."""
+        return sum(f.n_validation for f in self.folds) / sum(f.n_train for f in self.folds)
+
+    @property
     def n_classes(self) -> int:
         """Distinct labels in the whole input (SMX-Validator's ``${num_classes}``); 0 without a label."""
         return len(self.classes or {})

@@ -36,6 +36,7 @@ def split_dataset(
     assemble_train: bool = False,
     storage_options: dict[str, Any] | None = None,
     workers: int | None = None,
+    write: bool = True,
 ) -> FoldPlan:
     """Split ``spec``'s input into folds under ``folds_uri`` and return the plan.
 
@@ -47,6 +48,7 @@ def split_dataset(
     :param storage_options: fsspec options for both input and output (credentials, endpoint)
     :param workers: processes for a local uncompressed input (None: one per CPU, up to 4, from
         64 MiB on); the folds are the same whatever the number
+    :param write: False: scan and assign only (a dry run): the plan of what would be written
     :raises SplitError: naming the line or the numbers that make the split impossible
     """
     source = InputFile(spec.uri, spec.compression, storage_options)
@@ -56,6 +58,8 @@ def split_dataset(
     assignment = assign_folds(cv, found.n_records, label_codes, group_codes, found.values.get("label"))
     found.identify()
     plan = _plan(spec, cv, folds_uri, found, assignment, assemble_train)
+    if not write:
+        return plan
     fs, folds_path = storage.filesystem(folds_uri, storage_options)
     if _already_split(fs, folds_path, plan):
         log.info("%s already holds this split; reusing it", folds_uri)
@@ -71,12 +75,20 @@ def split_dataset(
     return plan
 
 
+def read_plan(folds_uri: str, storage_options: dict[str, Any] | None = None) -> FoldPlan:
+    """The plan a split wrote under ``folds_uri``."""
+    return _read_plan(*storage.filesystem(folds_uri, storage_options))
+
+
+def _read_plan(fs: Any, folds_path: str) -> FoldPlan:
+    return FoldPlan.from_json(storage.read_json(fs, posixpath.join(folds_path, PLAN)))
+
+
 def _already_split(fs: Any, folds_path: str, plan: FoldPlan) -> bool:
-    path = posixpath.join(folds_path, PLAN)
-    if not fs.exists(path):
+    if not fs.exists(posixpath.join(folds_path, PLAN)):
         return False
     try:
-        return FoldPlan.from_json(storage.read_json(fs, path)).identity() == plan.identity()
+        return _read_plan(fs, folds_path).identity() == plan.identity()
     except (ValueError, TypeError, KeyError):
         return False
 
