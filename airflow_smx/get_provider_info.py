@@ -18,4 +18,9 @@ def get_provider_info() -> dict[str, Any]:
         "versions": [__version__],
         "config": provider_config(),
         "cli": ["airflow_smx.cli.provider.get_cli_commands"],
+        "extra-links": [
+            "airflow_smx.links.sagemaker.SageMakerTrainingJobLink",
+            "airflow_smx.links.sagemaker.SageMakerTrainingLogsLink",
+            "airflow_smx.links.sagemaker.CrossValidationReportLink",
+        ],
     }

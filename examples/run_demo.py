@@ -5,7 +5,7 @@
 Writes scikit-learn's bundled breast-cancer data as CSV (label first, no header) under .demo/,
 initializes an Airflow home on SQLite there, runs the smx_cross_validation DAG with
 examples/local-demo.json (stratified 5-fold, seed 42, local backend, examples/train_sklearn.py)
-through `airflow dags test`, then prints the per-fold table and where cv_result.json is.
+through `airflow dags test`, then prints the per-fold table and where cv_result.json and cv_report.html are.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ def main() -> int:
             f"({low:.4f} to {high:.4f} if folds were independent)"
         )
     print(f"\ncv_result.json: {reports[-1].parent / 'cv_result.json'}")
+    print(f"cv_report.html: {reports[-1].parent / 'cv_report.html'} (open it in a browser)")
     return 0
 
 

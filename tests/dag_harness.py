@@ -62,3 +62,24 @@ def result_of(s3, prefix="out/"):
 
 def states(run):
     return {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+
+
+def extra_links(run, dag) -> dict[tuple[str, int], dict[str, str]]:
+    """Each task's extra links, formatted from the XCom its task pushed for them, as the UI would
+    (the UI's own path needs the API server: the e2e deployment checks it)."""
+    from airflow.utils.session import create_session
+
+    from tests.versions import XComModel
+
+    with create_session() as session:
+        pushed = {
+            (x.task_id, x.map_index, x.key): XComModel.deserialize_value(x)
+            for x in session.query(XComModel).filter(XComModel.run_id == run.run_id)
+        }
+    links = {}
+    for ti in run.get_task_instances():
+        for link in dag.get_task(ti.task_id).operator_extra_links:
+            value = pushed.get((ti.task_id, ti.map_index, link.key))
+            if value:
+                links.setdefault((ti.task_id, ti.map_index), {})[link.name] = link.format_link(**value)
+    return links

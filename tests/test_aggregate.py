@@ -28,7 +28,7 @@ def request(**overrides):
     )
 
 
-def completed(fold: int, accuracy: float, billable: int = 100, training: int = 250, instances: int = 2):
+def completed(fold: int, accuracy: float, billable=100, training=250, instances=2, instance_type="ml.m5.xlarge"):
     return FoldOutcome(
         fold=fold,
         job_name=f"crossvalidator-demo-20261129-165941-fold{fold}",
@@ -38,15 +38,17 @@ def completed(fold: int, accuracy: float, billable: int = 100, training: int = 2
                 {"MetricName": "validation:accuracy", "Value": accuracy, "Timestamp": "2026-11-29T17:00:00+00:00"},
                 {"MetricName": "train:loss", "Value": 1 - accuracy, "Timestamp": "2026-11-29T17:00:00+00:00"},
             ],
+            "EnableManagedSpotTraining": True,
             "BillableTimeInSeconds": billable,
             "TrainingTimeInSeconds": training,
-            "ResourceConfig": {"InstanceCount": instances},
+            "ResourceConfig": {"InstanceCount": instances, "InstanceType": instance_type},
         },
     )
 
 
 def test_statistics_over_folds():
-    outcomes = [completed(i, a) for i, a in enumerate(ACCURACY)]
+    outcomes = [completed(i, a) for i, a in enumerate(ACCURACY[:4])]
+    outcomes.append(completed(4, ACCURACY[4], instance_type="ml.c5.2xlarge"))
     summary = summarize(request(), outcomes, "demo-20261129-165941")
     accuracy = summary["metrics"]["validation:accuracy"]
     std = statistics.stdev(ACCURACY)
@@ -60,6 +62,10 @@ def test_statistics_over_folds():
         "billable_instance_seconds": 1000.0,
         "training_instance_seconds": 2500.0,
         "spot_savings": pytest.approx(0.6),
+        "by_instance_type": {
+            "ml.m5.xlarge": {"billable_instance_seconds": 800.0, "training_instance_seconds": 2000.0},
+            "ml.c5.2xlarge": {"billable_instance_seconds": 200.0, "training_instance_seconds": 500.0},
+        },
     }
 
 
@@ -118,3 +124,9 @@ def test_without_the_folds_sizes_there_is_no_corrected_interval():
     summary = summarize(request(), [completed(i, a) for i, a in enumerate(ACCURACY)], "r")
     assert summary["metrics"]["validation:accuracy"]["ci95_corrected"] is None
     assert "ci95 corrected" in report(summary, []) and "n_test/n_train" not in report(summary, [])
+
+
+def test_only_spot_training_is_said_to_save():
+    outcome = completed(0, 0.8, billable=0, training=6)  # the local backend bills nothing
+    del outcome.description["EnableManagedSpotTraining"]
+    assert summarize(request(), [outcome], "r")["cost"]["spot_savings"] is None

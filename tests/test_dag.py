@@ -14,8 +14,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.dag_harness import ACCURACY, ROOT, Simulator, conf, result_of, states
-from tests.versions import PARSE_DAGS, asset_condition
+from tests.dag_harness import ACCURACY, ROOT, Simulator, conf, extra_links, result_of, states
+from tests.versions import PARSE_DAGS, DagBag, asset_condition
 
 
 def test_five_folds_train_and_aggregate(run_dag, sagemaker, s3):
@@ -35,6 +35,18 @@ def test_five_folds_train_and_aggregate(run_dag, sagemaker, s3):
     assert [s["TrainingJobStatus"] for s in result["splits"]] == ["Completed"] * 5
     assert all(isinstance(s["CreationTime"], str) and "ResponseMetadata" not in s for s in result["splits"])
     assert any(k.endswith("results/cv_report.txt") for k in keys)
+    # the UI's extra links: a fold to its job and logs, the aggregate to the report in the S3 console
+    links = extra_links(run, DagBag(dag_folder=str(ROOT / "dags")).dags["smx_cross_validation"])
+    console, job = "https://console.aws.amazon.com", result["splits"][2]["TrainingJobName"]
+    assert links[("train_fold", 2)] == {
+        "SageMaker training job": f"{console}/sagemaker/home?region=us-east-1#/jobs/{job}",
+        "Training job logs": f"{console}/cloudwatch/home?region=us-east-1#logsV2:log-groups/log-group/"
+        f"$252Faws$252Fsagemaker$252FTrainingJobs$3FlogStreamNameFilter$3D{job}",
+    }
+    report_key = f"out%2F{summary['cv_run_id']}%2Fresults%2Fcv_report.html"
+    assert links[("aggregate_results", -1)] == {
+        "CV report": f"{console}/s3/object/bucket?region=us-east-1&prefix={report_key}"
+    }
 
     stamp = summary["cv_run_id"].removeprefix("iris-xgboost-")
     assert sorted(c["name"] for c in sagemaker.creates) == [
@@ -230,6 +242,10 @@ def test_the_gate_promotes_a_first_run_stops_a_worse_one_and_promotes_a_better_o
     assert summary["success"] is True and summary["promoted"] is False
     assert summary["gate"]["baseline"] == first_id and check["test"].startswith("corrected paired t-test")
     assert check["difference"] == pytest.approx(-0.054) and check["p_value"] < 0.05
+    page = s3.get_object(Bucket="bucket", Key=worse_key.replace("cv_result.json", "cv_report.html"))
+    html = page["Body"].read().decode()
+    assert page["ContentType"] == "text/html"  # a browser opens it from S3 rather than downloading it
+    assert "stopped the run (on_fail: fail)" in html and f"baseline {first_id}: mean" in html
 
     better = run_dag(gated, lambda fold: {"metrics": {"validation:accuracy": ACCURACY[fold] + 0.02}})
     assert better.state == "success", states(better)

@@ -153,16 +153,27 @@ def _objective(request: CVRequest, metrics: dict[str, dict[str, Any]]) -> dict[s
 
 
 def _cost(outcomes: list[FoldOutcome]) -> dict[str, Any]:
-    billable = training = 0.0
+    """Instance-seconds billed and trained, in all and by instance type, and what spot saved."""
+    by_type: dict[str, dict[str, float]] = {}
     for outcome in outcomes:
         description = outcome.description or {}
-        instances = int(description.get("ResourceConfig", {}).get("InstanceCount", 1))
-        billable += float(description.get("BillableTimeInSeconds") or 0) * instances
-        training += float(description.get("TrainingTimeInSeconds") or 0) * instances
+        resources = description.get("ResourceConfig", {})
+        instances = int(resources.get("InstanceCount", 1))
+        seconds = by_type.setdefault(
+            str(resources.get("InstanceType", "unknown")),
+            {"billable_instance_seconds": 0.0, "training_instance_seconds": 0.0},
+        )
+        seconds["billable_instance_seconds"] += float(description.get("BillableTimeInSeconds") or 0) * instances
+        seconds["training_instance_seconds"] += float(description.get("TrainingTimeInSeconds") or 0) * instances
+    # only spot bills less than it trains; a local run bills nothing, and saves nothing
+    spot = any((o.description or {}).get("EnableManagedSpotTraining") for o in outcomes)
+    billable = sum(s["billable_instance_seconds"] for s in by_type.values())
+    training = sum(s["training_instance_seconds"] for s in by_type.values())
     return {
         "billable_instance_seconds": billable,
         "training_instance_seconds": training,
-        "spot_savings": (1 - billable / training) if training and billable <= training else None,
+        "spot_savings": (1 - billable / training) if spot and training and billable <= training else None,
+        "by_instance_type": by_type,
     }
 
 
@@ -200,11 +211,11 @@ def report(summary: dict[str, Any], outcomes: list[FoldOutcome]) -> str:
     rows = []
     for outcome in outcomes:
         values = [summary["metrics"][m]["values"].get(str(outcome.fold)) for m in names]
-        rows.append([str(outcome.fold), outcome.status, *(_number(v) for v in values)])
+        rows.append([str(outcome.fold), outcome.status, *(number_text(v) for v in values)])
     for label, key in (("mean", "mean"), ("std", "std"), ("min", "min"), ("max", "max")):
-        rows.append([label, "", *(_number(summary["metrics"][m][key]) for m in names)])
-    rows.append(["ci95", "", *(_interval(summary["metrics"][m]["ci95"]) for m in names)])
-    rows.append(["ci95 corrected", "", *(_interval(summary["metrics"][m]["ci95_corrected"]) for m in names)])
+        rows.append([label, "", *(number_text(summary["metrics"][m][key]) for m in names)])
+    rows.append(["ci95", "", *(interval_text(summary["metrics"][m]["ci95"]) for m in names)])
+    rows.append(["ci95 corrected", "", *(interval_text(summary["metrics"][m]["ci95_corrected"]) for m in names)])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *rows]]
     verdict = "succeeded" if summary["success"] else "FAILED"
@@ -226,9 +237,11 @@ def report(summary: dict[str, Any], outcomes: list[FoldOutcome]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _number(value: float | None) -> str:
+def number_text(value: float | None) -> str:
+    """A figure as reports show it: 6 significant digits, "-" for none."""
     return "-" if value is None else f"{value:.6g}"
 
 
-def _interval(value: list[float] | None) -> str:
+def interval_text(value: list[float] | None) -> str:
+    """An interval as reports show it: [low, high] to 4 significant digits."""
     return "-" if value is None else f"[{value[0]:.4g}, {value[1]:.4g}]"

@@ -49,12 +49,16 @@ def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
-def open_write(fs: AbstractFileSystem, path: str) -> IO[bytes]:
-    """Open ``path`` for binary writing, creating local parent folders."""
+def open_write(fs: AbstractFileSystem, path: str, content_type: str | None = None) -> IO[bytes]:
+    """Open ``path`` for binary writing, creating local parent folders.
+
+    :param content_type: the S3 object's Content-Type (a browser opens text/html rather than
+        downloading it); local files have none
+    """
     if is_local(fs):
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
         return fs.open(path, "wb")
-    return fs.open(path, "wb", block_size=BLOCK)
+    return fs.open(path, "wb", block_size=BLOCK, **({"ContentType": content_type} if content_type else {}))
 
 
 def open_read(fs: AbstractFileSystem, path: str) -> IO[bytes]:
@@ -91,8 +95,8 @@ def download(uri: str, local_path: Any, storage_options: dict[str, Any] | None =
         shutil.copyfileobj(source, out, BLOCK)
 
 
-def write_bytes(fs: AbstractFileSystem, path: str, data: bytes) -> None:
-    with open_write(fs, path) as handle:
+def write_bytes(fs: AbstractFileSystem, path: str, data: bytes, content_type: str | None = None) -> None:
+    with open_write(fs, path, content_type) as handle:
         handle.write(data)
 
 

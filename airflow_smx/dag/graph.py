@@ -33,6 +33,7 @@ from airflow_smx.dag.tasks import (
     split_dataset_task,
     stop_unfinished_jobs,
 )
+from airflow_smx.links.sagemaker import CrossValidationReportLink
 
 DOC = """
 ### K-fold cross-validated training
@@ -126,6 +127,7 @@ def cross_validation_dag(
                     ).expand_kwargs(source)
                 )
         aggregate = aggregate_results()
+        aggregate.operator.operator_extra_links = (CrossValidationReportLink(),)  # @task takes no links
         teardown = stop_unfinished_jobs()
         trainers >> aggregate >> teardown
         # A teardown runs even when the run is marked failed (Airflow kills the others), and

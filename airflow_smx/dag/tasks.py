@@ -22,12 +22,15 @@ from airflow_smx.core.form import request_from_form, unknown_fields
 from airflow_smx.core.gate import GateError, judge, load_baseline, pointer_uri
 from airflow_smx.core.job_requests import FoldJob, fold_training_config
 from airflow_smx.core.naming import cv_run_id, run_key, trial_name
+from airflow_smx.core.report_html import html_report
 from airflow_smx.core.request import CVRequest, RequestError, in_user_terms, parse_request
 from airflow_smx.core.results import cv_result, report
 from airflow_smx.core.smx_validator import is_smx_validator_input
 from airflow_smx.hooks.s3fs_options import storage_options_for
+from airflow_smx.links.sagemaker import link_report
 
 DRY_RUN_REPORT = "dry_run.json"
+HTML_REPORT = "cv_report.html"
 RESULT_ASSET = asset("smx://cross-validation/result", name="smx_cross_validation_result")
 
 
@@ -190,12 +193,15 @@ def aggregate_results(**context: Any) -> dict[str, Any]:
     plan = read_plan(folds_uri, storage_options_for(settings.get("aws_conn_id"), folds_uri))
     result = cv_result(request, outcomes, run["cv_run_id"], run["original"], plan.test_train_ratio)
     gated = result["summary"]
+    baseline = baseline_of(request) if request.gate is not None else None
     if request.gate is not None and gated["success"]:
-        gated["gate"] = judge(request, gated, plan, run["cv_run_id"], baseline_of(request))
+        gated["gate"] = judge(request, gated, plan, run["cv_run_id"], baseline)
     gated["promoted"] = gated["success"] and gated.get("gate", {}).get("passed", True)
     text = report(gated, outcomes)
     storage.write_json(fs, f"{path}/cv_result.json", result)
     storage.write_bytes(fs, f"{path}/cv_report.txt", text.encode())
+    storage.write_bytes(fs, f"{path}/{HTML_REPORT}", html_report(result, baseline).encode(), "text/html")
+    link_report(context, storage.join(results_uri, HTML_REPORT), settings.get("aws_conn_id"))
     print(text)
     summary = {**gated, "result": storage.join(results_uri, "cv_result.json")}
     if summary["promoted"]:  # the next gated run's "latest" baseline

@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import quote
 
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
 from botocore.exceptions import ClientError
@@ -28,6 +29,7 @@ from airflow_smx.core.attempts import (
 from airflow_smx.core.job_requests import RUN_TAG, SAGEMAKER_DEFAULT_RUNTIME
 from airflow_smx.core.results import clean_description
 from airflow_smx.hooks.sagemaker import CrossValidationSageMakerHook, error_code
+from airflow_smx.links.sagemaker import SageMakerTrainingJobLink, SageMakerTrainingLogsLink
 from airflow_smx.operators import fresh_try
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
 
@@ -73,6 +75,7 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
     # and "{{ conn.aws_default.password }}" in a hyperparameter must reach SageMaker as that text.
     template_fields: Sequence[str] = ()
     aws_hook_class = CrossValidationSageMakerHook
+    operator_extra_links = (SageMakerTrainingJobLink(), SageMakerTrainingLogsLink())
 
     def __init__(
         self,
@@ -119,18 +122,17 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         self.preprocess_config()
         latest = self._latest()
         step, number = next_step(latest, self.folds, fresh_try(context, self.retries))
-        if step is Step.REPORT:
-            return self._finish(latest.description)
         if step is Step.REUSE:
             self.log.info("Fold %d: re-using completed training job %s (same folds)", self.fold, latest.name)
-            return self._finish(latest.description)
-        if step is Step.ATTACH:
+        elif step is Step.ATTACH:
             self.log.info("Fold %d: re-attaching to training job %s (%s)", self.fold, latest.name, latest.status)
+        if step in (Step.REPORT, Step.REUSE, Step.ATTACH):
             description = latest.description
         else:
             if step is Step.REPLACE:
                 self._stop(latest.name, f"it is {latest.status} on other folds than this run's")
             description = self._start(number)
+        self._link_job(context, description["TrainingJobName"])
         if description["TrainingJobStatus"] in RUNNING:
             description = self._wait(description)
         return self._finish(description)
@@ -189,6 +191,16 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         if description is None:
             raise AirflowException(f"Training job {name} was created but cannot be described")
         return description
+
+    def _link_job(self, context: Context, name: str) -> None:
+        """Point the task's extra links at the job it reports (the latest attempt)."""
+        SageMakerTrainingJobLink.persist(
+            context=context,
+            operator=self,
+            region_name=self.hook.conn_region_name,
+            aws_partition=self.hook.conn_partition,
+            job_name=quote(name, safe=""),
+        )
 
     def _check_owner(self, latest: Attempt) -> None:
         problem = owner_problem(latest, self.config, RUN_TAG)

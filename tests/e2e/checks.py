@@ -7,6 +7,7 @@ import json
 import re
 import time
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -92,6 +93,14 @@ def run_within_pool(
     key = summary["result"].removeprefix(f"s3://{BUCKET}/")
     stored = json.loads(deployment.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
     assert stored["summary"] == {k: v for k, v in summary.items() if k != "result"}
+    # the UI's links: each fold to its job and logs, the aggregate to the report in the S3 console
+    fold = deployment.airflow.extra_links(run_id, train_task, 1, dag_id)
+    job = stored["splits"][1]["TrainingJobName"]
+    assert fold["SageMaker training job"].endswith(f"/sagemaker/home?region=us-east-1#/jobs/{job}"), fold
+    assert fold["Training job logs"].endswith(f"TrainingJobs$3FlogStreamNameFilter$3D{job}"), fold
+    report = deployment.airflow.extra_links(run_id, "aggregate_results", dag_id=dag_id)["CV report"]
+    report_key = quote(key.replace("cv_result.json", "cv_report.html"), safe="")
+    assert report.endswith(f"/s3/object/{BUCKET}?region=us-east-1&prefix={report_key}"), report
     return (
         run_id,
         watched,

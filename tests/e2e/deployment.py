@@ -468,6 +468,13 @@ class Airflow:
         response.raise_for_status()
         return response.json()["task_instances"]
 
+    def extra_links(self, run_id: str, task_id: str, map_index: int = -1, dag_id: str = DAG_ID) -> dict[str, Any]:
+        """A task's extra links as the UI gets them: name -> URL (None: nothing to link yet)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links"
+        response = self.api("GET", path, params={"map_index": map_index})
+        response.raise_for_status()
+        return response.json()["extra_links"]
+
     def xcom(self, run_id: str, task_id: str, dag_id: str = DAG_ID) -> Any:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
         response = self.api("GET", path, params={"deserialize": True})

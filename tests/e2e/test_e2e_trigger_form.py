@@ -1,6 +1,7 @@
 """The trigger form in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
 
-Screenshots are kept in build/e2e/artifacts/: the form filled in, and the form refusing a value.
+Screenshots are kept in build/e2e/artifacts/: the form filled in, the form refusing a value, the
+finished run's grid and its cv_report.html.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from airflow_smx.core.form import SECTIONS, form_fields
 from airflow_smx.core.policy import Policy
 from airflow_smx.core.request import parse_request
-from tests.e2e.deployment import ARTIFACTS, DAG_ID, Deployment
+from tests.e2e.deployment import ARTIFACTS, BUCKET, DAG_ID, Deployment
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +112,17 @@ def test_the_form_shows_every_field_refuses_a_bad_value_and_triggers_a_run(page:
         expect(page.get_by_text(task_id, exact=True).first).to_be_visible()
     expect(page.get_by_text("fold_tasks", exact=True)).to_have_count(0)  # no group of skipped fold tasks
     page.screenshot(path=ARTIFACTS / "grid-finished-run.png", full_page=True)
+
+    # The run's cv_report.html as a browser shows it: self-contained, it asks for nothing
+    result = deployment.airflow.xcom(run_id, "aggregate_results")["result"]
+    key = result.removeprefix(f"s3://{BUCKET}/").replace("cv_result.json", "cv_report.html")
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.set_content(deployment.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode())
+    expect(page.get_by_role("heading", name=re.compile(r"^CV run form-default-"))).to_be_visible()
+    chart = page.get_by_role("img", name="validation:accuracy by fold")
+    expect(chart).to_be_visible()
+    expect(chart.locator("circle")).to_have_count(3)  # the form's request: 3 folds
+    expect(page.get_by_text("3/3 folds succeeded (3 required): succeeded")).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "cv-report.png", full_page=True)
+    assert requested == [], requested
