@@ -12,6 +12,7 @@ from typing import Any
 from airflow_smx.core.policy import LocalCommand, Policy
 
 SECTION = "smx"
+APPROVAL_STATUSES = ("PendingManualApproval", "Approved")
 OPTIONS: dict[str, dict[str, Any]] = {
     "allowed_prefixes": {
         "description": "JSON list of URI prefixes requests may read and write, e.g. "
@@ -58,6 +59,12 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "environment (PATH, LANG, LC_ALL, TZ, the SageMaker training variables and its own env), not the "
         "worker's: no Airflow configuration, connections or AWS credentials unless given here.",
         "default": "{}",
+    },
+    "model_approval_status": {
+        "description": "ModelApprovalStatus of the model versions runs register: PendingManualApproval (the "
+        "default: someone approves each) or Approved (a deployment that deploys whatever passes the gate). "
+        "The deployment's choice: a request cannot approve its own model.",
+        "default": "PendingManualApproval",
     },
     "aws_conn_id": {"description": "Airflow connection for SageMaker and S3.", "default": "aws_default"},
     "pool": {
@@ -109,6 +116,15 @@ def policy() -> Policy:
         max_instance_hours=float(get("max_instance_hours")),
         local_commands=_local_commands(),
     )
+
+
+def model_approval_status() -> str:
+    status = get("model_approval_status")
+    if status not in APPROVAL_STATUSES:
+        raise ValueError(
+            f"[{SECTION}] model_approval_status must be one of {', '.join(APPROVAL_STATUSES)}, got {status!r}"
+        )
+    return status
 
 
 def slot_sizes() -> list[int]:

@@ -5,7 +5,9 @@
 Writes scikit-learn's bundled breast-cancer data as CSV (label first, no header) under .demo/,
 initializes an Airflow home on SQLite there, runs the smx_cross_validation DAG with
 examples/local-demo.json (stratified 5-fold, seed 42, local backend, examples/train_sklearn.py)
-through `airflow dags test`, then prints the per-fold table and where cv_result.json and cv_report.html are.
+through `airflow dags test`, then prints the per-fold table, the gate's decision (against the
+previous demo run, from the second on), the refit model's registered version, and where
+cv_result.json and cv_report.html are.
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ def main() -> int:
             f"{name}: {metric['mean']:.4f} +/- {metric['std']:.4f} (n={metric['n']}); 95% CI "
             f"{honest_low:.4f} to {honest_high:.4f} corrected for overlapping folds "
             f"({low:.4f} to {high:.4f} if folds were independent)"
+        )
+    model = summary.get("model")
+    if model:
+        print(
+            f"\nfinal model (refit on every record but the hold-out): registered as {model['group']} "
+            f"version {model['version']} ({model['approval_status']}): {model['arn']}"
         )
     print(f"\ncv_result.json: {reports[-1].parent / 'cv_result.json'}")
     print(f"cv_report.html: {reports[-1].parent / 'cv_report.html'} (open it in a browser)")

@@ -7,7 +7,8 @@ StandardScaler() then LogisticRegression(C=C, max_iter=max_iter) with the lbfgs 
 hyperparameters C (default 1.0) and max_iter (default 1000). Prints
 ``validation:accuracy=...``, ``validation:f1=...`` and, for two classes,
 ``validation:roc_auc=...`` (the values' full repr, so nothing is lost to rounding), and saves
-the fitted pipeline as model.joblib in SM_MODEL_DIR.
+the fitted pipeline as model.joblib in SM_MODEL_DIR. Without a validation channel (the refit of
+a run with no hold-out) it trains and saves only.
 """
 
 from __future__ import annotations
@@ -57,10 +58,11 @@ def main() -> None:
     args, _ = parser.parse_known_args()
     features, labels = load(os.environ["SM_CHANNEL_TRAIN"])
     model = estimator(float(args.C), int(args.max_iter)).fit(features, labels)
-    validation_features, validation_labels = load(os.environ["SM_CHANNEL_VALIDATION"])
-    print(f"train: {len(labels)} rows; validation: {len(validation_labels)} rows")
-    for name, value in scores(model, validation_features, validation_labels).items():
-        print(f"validation:{name}={float(value)!r}")
+    if "SM_CHANNEL_VALIDATION" in os.environ:  # none for a refit without a hold-out
+        validation_features, validation_labels = load(os.environ["SM_CHANNEL_VALIDATION"])
+        print(f"train: {len(labels)} rows; validation: {len(validation_labels)} rows")
+        for name, value in scores(model, validation_features, validation_labels).items():
+            print(f"validation:{name}={float(value)!r}")
     joblib.dump(model, Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model")) / "model.joblib")
 
 

@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from airflow_smx.core.naming import FINAL
+
 ROOT = Path(__file__).parent.parent
 ROLE = "arn:aws:iam::123456789012:role/sagemaker"
 ACCURACY = [0.81, 0.84, 0.79, 0.86, 0.80]
@@ -31,7 +33,8 @@ class Simulator(threading.Thread):
                     continue
                 first = self.seen.setdefault(name, time.monotonic())
                 if time.monotonic() - first > 0.5:
-                    fold = int(re.match(r"\d+", name.rsplit("fold", 1)[1])[0])  # ...-fold2 or ...-fold2-r2
+                    # ...-fold2 or ...-fold2-r2; the refit's ...-final (-r2) is told apart as fold -1
+                    fold = FINAL if re.search(r"-final(-r\d+)?$", name) else int(re.findall(r"fold(\d+)", name)[-1])
                     self.sagemaker.finish(name, **self.outcomes(fold))
             time.sleep(0.1)
 
@@ -71,9 +74,9 @@ def extra_links(run, dag) -> dict[tuple[str, int], dict[str, str]]:
 
     from tests.versions import XComModel
 
-    with create_session() as session:
+    with create_session() as session:  # Airflow 2 loads a value decoded, 3 as its JSON text or object
         pushed = {
-            (x.task_id, x.map_index, x.key): XComModel.deserialize_value(x)
+            (x.task_id, x.map_index, x.key): json.loads(x.value) if isinstance(x.value, (str, bytes)) else x.value
             for x in session.query(XComModel).filter(XComModel.run_id == run.run_id)
         }
     links = {}

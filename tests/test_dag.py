@@ -49,20 +49,51 @@ def test_five_folds_train_and_aggregate(run_dag, sagemaker, s3):
     }
 
     stamp = summary["cv_run_id"].removeprefix("iris-xgboost-")
-    assert sorted(c["name"] for c in sagemaker.creates) == [
-        f"crossvalidator-iris-xgboost-{stamp}-fold{i}" for i in range(5)
-    ]
-    hyperparameters = [c["hyper_parameters"] for c in sagemaker.creates]
+    job = f"crossvalidator-iris-xgboost-{stamp}"
+    folds = [c for c in sagemaker.creates if c["name"] != f"{job}-final"]
+    assert sorted(c["name"] for c in folds) == [f"{job}-fold{i}" for i in range(5)]
+    hyperparameters = [c["hyper_parameters"] for c in folds]
     assert {h["num_class"] for h in hyperparameters} == {"3"} and {h["rows"] for h in hyperparameters} == {"160"}
     # the plain graph: every task ran, none was skipped
     assert states(run) == {
         **{(task, -1): "success" for task in ("check_request", "split_dataset", "aggregate_results")},
-        ("stop_unfinished_jobs", -1): "success",
+        **{(task, -1): "success" for task in ("refit_job", "register_model", "stop_unfinished_jobs")},
         **{("train_fold", fold): "success" for fold in range(5)},
+        ("train_final", 0): "success",
     }
     mapped = [ti for ti in run.get_task_instances() if ti.map_index >= 0]
-    assert {(ti.task_id, ti.pool_slots) for ti in mapped} == {("train_fold", 1)}
-    assert sorted(ti.rendered_map_index for ti in mapped) == [f"fold {i}" for i in range(5)]
+    assert {(ti.task_id, ti.pool_slots) for ti in mapped} == {("train_fold", 1), ("train_final", 1)}
+    assert sorted(ti.rendered_map_index for ti in mapped) == ["final", *(f"fold {i}" for i in range(5))]
+
+    # the refit, last, on all 200 records (no hold-out: no validation channel), registered as version 1
+    (final,) = [c for c in sagemaker.creates if c["name"] == f"{job}-final"]
+    assert sagemaker.creates[-1] is final and final["hyper_parameters"]["rows"] == "200"
+    assert [c["ChannelName"] for c in final["input_data_config"]] == ["train"]
+    client = boto3.client("sagemaker")
+    (version,) = client.list_model_packages(
+        ModelPackageGroupName="crossvalidator-iris-xgboost", ModelPackageType="Versioned"
+    )["ModelPackageSummaryList"]
+    registered = client.describe_model_package(ModelPackageName=version["ModelPackageArn"])
+    model = result_of(s3)[0]["summary"]["model"]
+    assert model == {
+        "group": "crossvalidator-iris-xgboost",
+        "version": 1,
+        "arn": version["ModelPackageArn"],
+        "approval_status": "PendingManualApproval",  # the deployment's default: a person approves
+        "training_job": f"{job}-final",
+        "model_data": client.describe_training_job(TrainingJobName=f"{job}-final")["ModelArtifacts"][
+            "S3ModelArtifacts"
+        ],
+        "image": "xgboost:1",
+        "test": None,
+    }
+    assert registered["CustomerMetadataProperties"] == {
+        "cv_run_id": summary["cv_run_id"],
+        "training_job": f"{job}-final",
+    }
+    metrics_uri = registered["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
+    metrics = json.loads(s3.get_object(Bucket="bucket", Key=metrics_uri.removeprefix("s3://bucket/"))["Body"].read())
+    assert metrics["cv_estimate"]["validation:accuracy"]["ci95_corrected"] == accuracy["ci95_corrected"]
     client = boto3.client("sagemaker")
     trial = client.describe_trial(TrialName=f"crossvalidator-iris-xgboost-{stamp}")
     assert trial["ExperimentName"] == "crossvalidator-iris-xgboost"
@@ -111,9 +142,10 @@ def test_multi_instance_jobs_take_as_many_pool_slots(run_dag, sagemaker, s3, mon
     run = run_dag(request)
     assert run.state == "success", states(run)
     ran = {(ti.task_id, ti.pool_slots) for ti in run.get_task_instances() if ti.map_index >= 0}
-    assert ran == {("train_fold_x2", 2)}
+    assert ran == {("train_fold_x2", 2), ("train_final_x2", 2)}  # the refit takes the folds' slots too
     skipped = sorted(task for task, state in states(run).items() if state == "skipped")
-    assert [task for task, _ in skipped] == ["train_fold", "train_fold_x4"]  # in the collapsed group fold_tasks
+    # in the collapsed group fold_tasks
+    assert [task for task, _ in skipped] == ["train_final", "train_final_x4", "train_fold", "train_fold_x4"]
 
 
 def test_smx_validator_input_runs_as_is(run_dag, sagemaker, s3):
@@ -216,21 +248,37 @@ def test_a_dry_run_reports_folds_job_names_and_spend_and_writes_nothing_else(run
     assert sum(f["class_counts"]["validation"]["c2"] for f in folds) == 66
     stamp = report["cv_run_id"].removeprefix("iris-xgboost-")
     assert [f["job_name"] for f in folds] == [f"crossvalidator-iris-xgboost-{stamp}-fold{i}" for i in range(5)]
-    assert report["worst_case"]["instance_hours"] == pytest.approx(5 * 600 / 3600)
-    assert report["worst_case"]["text"] == "worst case 5 folds x 1 x ml.m5.large x 0.166667 h = 0.833333 instance-hours"
+    assert report["worst_case"]["instance_hours"] == pytest.approx((5 + 1) * 600 / 3600)  # the folds and the refit
+    assert report["worst_case"]["text"] == "worst case 6 jobs x 1 x ml.m5.large x 0.166667 h = 1 instance-hours"
 
 
-def test_the_gate_promotes_a_first_run_stops_a_worse_one_and_promotes_a_better_one(run_dag, s3):
-    gated = conf(gate={"baseline": "latest", "margin": 0.01})
+def test_the_gate_promotes_a_first_run_stops_a_worse_one_and_promotes_a_better_one(run_dag, sagemaker, s3):
+    """Each promoted run refits on every record but the hold-out and registers the next version."""
+    cv = {"strategy": "stratified", "n_splits": 5, "random_state": 7, "holdout": 0.2}
+    gated = conf(cv=cv, gate={"baseline": "latest", "margin": 0.01})
     pointer = lambda: json.loads(s3.get_object(Bucket="bucket", Key="out/latest/iris-xgboost.json")["Body"].read())  # noqa: E731
+    client = boto3.client("sagemaker")
+    versions = lambda: sorted(  # noqa: E731
+        p["ModelPackageVersion"]
+        for p in client.list_model_packages(
+            ModelPackageGroupName="crossvalidator-iris-xgboost", ModelPackageType="Versioned"
+        )["ModelPackageSummaryList"]
+    )
     first = run_dag(gated)
     assert first.state == "success", states(first)
     first_id = pointer()["cv_run_id"]
     first_result, _ = result_of(s3, f"out/{first_id}/")
     assert first_result["summary"]["gate"] == {"passed": True, "checks": [], "baseline": None, "on_fail": "fail"}
+    model = first_result["summary"]["model"]
+    assert versions() == [1] and model["version"] == 1
+    assert model["test"] == {"validation:accuracy": ACCURACY[-1]}  # the refit's score on the hold-out
+    (refit,) = [c for c in sagemaker.creates if c["name"].endswith("-final")]
+    assert [c["ChannelName"] for c in refit["input_data_config"]] == ["train", "validation"]
+    assert refit["hyper_parameters"]["rows"] == "160"  # 200 records, 40 held out
 
     worse = run_dag(gated, lambda fold: {"metrics": {"validation:accuracy": ACCURACY[fold] - 0.05 - 0.002 * fold}})
     assert worse.state == "failed" and states(worse)[("aggregate_results", -1)] == "failed"
+    assert states(worse)[("register_model", -1)] == "upstream_failed" and versions() == [1]  # nothing refit
     assert pointer()["cv_run_id"] == first_id  # the baseline stays
     (worse_key,) = [
         o["Key"]
@@ -250,6 +298,9 @@ def test_the_gate_promotes_a_first_run_stops_a_worse_one_and_promotes_a_better_o
     better = run_dag(gated, lambda fold: {"metrics": {"validation:accuracy": ACCURACY[fold] + 0.02}})
     assert better.state == "success", states(better)
     assert pointer()["cv_run_id"] not in (first_id, worse_key.split("/")[1])
+    assert (
+        versions() == [1, 2] and result_of(s3, f"out/{pointer()['cv_run_id']}/")[0]["summary"]["model"]["version"] == 2
+    )
 
 
 def test_a_named_baseline_that_is_not_there_is_refused_before_any_job(run_dag, sagemaker, s3):

@@ -77,6 +77,12 @@ def test_iam_policy_grants_only_what_a_cv_run_needs():
     assert pass_role["Resource"] == ["${TrainingRoleArn}"]
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
     assert statements["ReadInputPrefix"]["Action"] == ["s3:GetObject"]
+    registry = statements["RegisterRefitModels"]  # versions of the crossvalidator-{name} groups only; no approval
+    assert "sagemaker:UpdateModelPackage" not in registry["Action"]
+    assert all(
+        ":model-package-group/crossvalidator-" in r or ":model-package/crossvalidator-" in r
+        for r in registry["Resource"]
+    )
     actions = [a for s in statements.values() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
     assert not [a for a in actions if a.endswith("*")]  # no wildcard actions
     resources = [

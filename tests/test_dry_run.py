@@ -36,13 +36,15 @@ def test_the_plan_of_a_dry_run_is_the_real_splits_and_nothing_is_written(tmp_pat
 
     names = [f"job-{fold.index}" for fold in planned.folds]
     report = dry_run_report(request, planned, names, "probe-run")
-    assert report["worst_case"]["instance_hours"] == 3 * 2 * 1.0  # (3000 s + a 600 s warm pool) x 2 instances
+    assert (
+        report["worst_case"]["instance_hours"] == (3 + 1) * 2 * 1.0
+    )  # 3 folds and the refit, (3000 s + a 600 s warm pool) x 2 instances
     text = dry_run_text(report)
     assert text.startswith("Dry run probe-run: nothing was written and no job started.")
     assert f"300 records, {len(planned.classes)} classes" in text and f"hold-out {planned.n_holdout}" in text
     for fold in planned.folds:
         assert f"job-{fold.index}  {fold.n_train:>9}  {fold.n_validation:>10}" in text
-    assert text.rstrip().endswith("worst case 3 folds x 2 x ml.m5.xlarge x 1 h = 6 instance-hours.")
+    assert text.rstrip().endswith("worst case 4 jobs x 2 x ml.m5.xlarge x 1 h = 8 instance-hours.")
 
 
 def test_the_example_is_a_dry_run_of_the_xgboost_example():

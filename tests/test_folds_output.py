@@ -92,6 +92,27 @@ def test_assembled_train_file_holds_the_other_parts(tmp_path, jsonl_file):
         assert len(lines_of(fold.train_file)) == fold.n_train
 
 
+def test_the_refit_trains_on_every_record_but_the_hold_out_and_validates_on_the_hold_out(tmp_path, jsonl_file):
+    spec, cv = InputSpec(uri=jsonl_file.as_uri(), label="class"), CVSpec(n_splits=3, n_repeats=2, holdout=0.2)
+    plan = split_dataset(spec, cv, (tmp_path / "o").as_uri(), assemble_train=True, final=True)
+    final = plan.final
+    everything = sorted(jsonl_file.read_bytes().splitlines())
+    trained, held = lines_of(final.train_file), lines_of(plan.holdout)
+    assert sorted(line.rstrip(b"\n") for line in trained + held) == everything  # each record once
+    assert final.validation == plan.holdout and (final.n_train, final.n_validation) == (len(trained), len(held))
+    assert json.loads(local(final.train_manifest).read_text())[1:] == [
+        "part-00000.jsonl",
+        "part-00001.jsonl",
+        "part-00002.jsonl",
+    ]
+    assert sum(final.class_counts["train"].values()) == final.n_train
+    assert FoldPlan.from_json(json.loads((tmp_path / "o" / "plan.json").read_text())) == plan
+    # the folds are those of a split without the refit's files: a gate compares them fold by fold
+    without = split_dataset(spec, cv, (tmp_path / "p").as_uri(), assemble_train=True, write=False)
+    assert without.final is None
+    assert {**without.identity(), "prefix": None} == {**plan.identity(), "prefix": None}
+
+
 def test_same_input_and_seed_give_byte_identical_parts(tmp_path, jsonl_file):
     spec, cv = InputSpec(uri=jsonl_file.as_uri(), label="class"), CVSpec(strategy="stratified", random_state=9)
     first = split_dataset(spec, cv, (tmp_path / "a").as_uri())

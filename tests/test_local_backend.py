@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pytest
 
@@ -220,3 +221,15 @@ def test_demo_scores_equal_sklearn_cross_validate_on_the_same_folds(airflow_db, 
     for name in ("accuracy", "f1", "roc_auc"):
         ours = [metrics[f"validation:{name}"]["values"][str(i)] for i in range(5)]
         assert np.allclose(ours, expected[f"test_{name}"], rtol=0, atol=1e-9), name
+
+    # the refit, registered locally as version 1: scikit-learn's fit on every record (in part order)
+    (version,) = tmp_path.glob("runs/registry/crossvalidator-breast-cancer-logreg/version-*.json")
+    record = json.loads(version.read_text())
+    assert (version.name, record["ModelApprovalStatus"]) == ("version-00001.json", "PendingManualApproval")
+    archive = record["InferenceSpecification"]["Containers"][0]["ModelDataUrl"].removeprefix("file://")
+    with tarfile.open(archive) as packed:
+        packed.extract("model.joblib", tmp_path / "refit", filter="data")
+    refit = joblib.load(tmp_path / "refit" / "model.joblib")
+    records = np.concatenate(tests)
+    reference = train.estimator().fit(features[records], labels[records])
+    assert np.allclose(refit.predict_proba(features), reference.predict_proba(features), rtol=0, atol=1e-12)

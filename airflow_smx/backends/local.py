@@ -8,9 +8,11 @@ from typing import Any
 
 from airflow_smx import settings
 from airflow_smx.backends import Backend
+from airflow_smx.core import storage
 from airflow_smx.core.container import record_uri
 from airflow_smx.core.job_requests import FoldJob
 from airflow_smx.core.policy import Policy
+from airflow_smx.core.registry import register_local
 from airflow_smx.core.request import CVRequest
 from airflow_smx.core.results import FoldOutcome
 from airflow_smx.hooks.s3fs_options import s3_storage_options
@@ -46,6 +48,12 @@ class LocalBackend(Backend):
         if not found:
             return FoldOutcome(fold.fold, fold.job_name, None, error="the fold's process never ran")
         return FoldOutcome.of_attempts(fold.fold, fold.job_name, found)
+
+    def register(self, package: dict[str, Any], output_uri: str) -> dict[str, Any]:
+        """A version record under ``{output_uri}/registry/{group}/``: SageMaker's registry, on disk."""
+        uri = storage.join(output_uri, "registry", package["ModelPackageGroupName"])
+        fs, path = storage.filesystem(uri, self.s3_options if uri.startswith("s3://") else {})
+        return register_local(fs, path, package)
 
     def stop_unfinished(self, fold: FoldJob, run_id: str) -> str | None:
         return None  # a local fold's process ends with its task (on_kill ends its process group)

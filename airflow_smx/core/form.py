@@ -37,6 +37,7 @@ SECTIONS: dict[str, list[str]] = {
         "cv.allow_small_classes",
     ],
     "Scores": ["metrics.objective", "metrics.direction", "min_successful_folds", "gate"],
+    "Final model": ["refit", "registry"],
     "Job template": ["training", "local", "channels", "experiment", "tags"],
 }
 # SageMaker's built-in XGBoost (us-east-1): a real image for the form's starting template.

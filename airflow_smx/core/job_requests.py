@@ -14,7 +14,7 @@ from typing import Any
 from airflow_smx.core import storage
 from airflow_smx.core.attempts import FOLDS_TAG, folds_digest
 from airflow_smx.core.folds.plan import Fold, FoldPlan
-from airflow_smx.core.naming import cv_run_id, training_job_name, trial_name
+from airflow_smx.core.naming import cv_run_id, fold_label, training_job_name, trial_name
 from airflow_smx.core.request import ChannelSpec, CVRequest
 
 SAGEMAKER_DEFAULT_RUNTIME = 86_400  # SageMaker's MaxRuntimeInSeconds when a request sets none
@@ -87,10 +87,9 @@ def fold_training_config(
     )
     if not config["HyperParameters"]:
         del config["HyperParameters"]
-    config["InputDataConfig"] = [
-        channel(request.channels.train, train_uri(request.channels.train, fold)),
-        channel(request.channels.validation, fold.validation),
-    ]
+    config["InputDataConfig"] = [channel(request.channels.train, train_uri(request.channels.train, fold))]
+    if fold.validation:  # the refit without a hold-out has nothing to validate on
+        config["InputDataConfig"].append(channel(request.channels.validation, fold.validation))
     models = storage.join(request.output_uri, cv_run_id(request.name, when, key), "models")
     config.setdefault("OutputDataConfig", {"S3OutputPath": models})
     # explicit, so an IAM condition on sagemaker:MaxRuntimeInSeconds can bound every job
@@ -104,7 +103,7 @@ def fold_training_config(
         config["ExperimentConfig"] = {
             "ExperimentName": request.experiment_name,
             "TrialName": trial_name(request.name, when, key),
-            "TrialComponentDisplayName": f"TrainingJob-fold{fold.index}",
+            "TrialComponentDisplayName": f"TrainingJob-{fold_label(fold.index)}",
         }
     return config
 
@@ -116,7 +115,7 @@ def run_tag_value(run_id: str) -> str:
 def run_tags(request: CVRequest, when: datetime, fold: int, run_id: str, key: str = "") -> list[dict[str, str]]:
     """SMX-Validator's tags (fold_name, crossvalidator_job_name, created_by) and the Airflow run id."""
     return [
-        {"Key": "fold_name", "Value": f"fold{fold}"},
+        {"Key": "fold_name", "Value": fold_label(fold)},
         {"Key": "crossvalidator_job_name", "Value": trial_name(request.name, when, key)},
         {"Key": "created_by", "Value": CREATED_BY},
         {"Key": RUN_TAG, "Value": run_tag_value(run_id)},

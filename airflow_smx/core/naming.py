@@ -15,6 +15,8 @@ from datetime import datetime
 
 PREFIX = "crossvalidator-"
 MAX_JOB_NAME = 63
+MAX_GROUP_NAME = 63  # a Model Package Group's name
+FINAL = -1  # the fold index of the refit on every record but the hold-out
 MAX_TRIAL_NAME = 120
 HASH_LENGTH = 8
 MAX_ATTEMPTS = 99  # training jobs of one fold in one run
@@ -45,10 +47,21 @@ def cv_run_id(name: str, when: datetime, key: str = "") -> str:
     return f"{clean_name(name)}-{timestamp(when, key)}"
 
 
+def fold_label(fold: int) -> str:
+    """``fold{i}``, or ``final`` for the refit (:data:`FINAL`): in job names, tags and trial components."""
+    return "final" if fold == FINAL else f"fold{fold}"
+
+
 def training_job_name(name: str, when: datetime, fold: int, key: str = "") -> str:
-    """``crossvalidator-{name}-{YYYYMMDD}-{HHMMSS}-{key}-fold{fold}``: the fold's first training job.
-    Valid, and short enough that every attempt's name (:func:`attempt_name`) fits 63 characters."""
-    return fit_name(PREFIX, name, f"-{timestamp(when, key)}-fold{fold}", MAX_JOB_NAME - ATTEMPT_ROOM)
+    """``crossvalidator-{name}-{YYYYMMDD}-{HHMMSS}-{key}-fold{fold}`` (``-final`` for the refit): the
+    fold's first training job. Valid, and short enough that every attempt's name
+    (:func:`attempt_name`) fits 63 characters."""
+    return fit_name(PREFIX, name, f"-{timestamp(when, key)}-{fold_label(fold)}", MAX_JOB_NAME - ATTEMPT_ROOM)
+
+
+def model_package_group(name: str) -> str:
+    """``crossvalidator-{name}``: the Model Package Group that holds every refit model of the name."""
+    return fit_name(PREFIX, name, "", MAX_GROUP_NAME)
 
 
 def attempt_name(first: str, number: int) -> str:

@@ -246,10 +246,10 @@ class Policy:
 
 @dataclass(frozen=True)
 class WorstCase:
-    """The most a run's training may bill: every fold's job trains its longest, then idles in its
-    warm pool; each Debugger/Profiler rule runs one more instance alongside the job, as long."""
+    """The most a run's training may bill: every fold's job, and the refit's, trains its longest,
+    then idles in its warm pool; each Debugger/Profiler rule runs one more instance alongside the job, as long."""
 
-    jobs: int
+    jobs: int  # the folds', and the refit's
     instances: int
     rule_instances: int
     instance_type: str
@@ -259,7 +259,7 @@ class WorstCase:
     def of(cls, request: CVRequest) -> WorstCase:
         training = request.training
         return cls(
-            jobs=request.cv.n_folds,
+            jobs=request.cv.n_folds + int(request.refit),
             instances=training.instance_count,
             rule_instances=len(training.DebugRuleConfigurations or []) + len(training.ProfilerRuleConfigurations or []),
             instance_type=(training.ResourceConfig or {}).get("InstanceType", "?"),
@@ -274,7 +274,7 @@ class WorstCase:
         kind, rules = self.instance_type, self.rule_instances
         instances = f"({self.instances} x {kind} + {rules} rule instances)" if rules else f"{self.instances} x {kind}"
         return (
-            f"worst case {self.jobs} folds x {instances} x {self.hours_per_job:g} h = {self.instance_hours:g} "
+            f"worst case {self.jobs} jobs x {instances} x {self.hours_per_job:g} h = {self.instance_hours:g} "
             "instance-hours"
         )
 

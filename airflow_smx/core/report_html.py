@@ -25,13 +25,11 @@ svg text { font: 12px system-ui, sans-serif; fill: #1d2733; }
 COLOURS = {"ci95": "#9bb7d4", "ci95_corrected": "#1f5fa0", "baseline": "#c77c02", "fold": "#1d2733"}
 
 
-def html_report(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
-    """The page for ``result`` (a ``cv_result.json``).
-
-    :param baseline: the gate's view of its baseline run (mean, ``ci95_corrected``, ``values``
-        of the objective, ``cv_run_id``), drawn beside the objective; None: no baseline
-    """
-    summary = result["summary"]
+def html_report(result: dict[str, Any]) -> str:
+    """The page for ``result`` (a ``cv_result.json``). Its ``baseline`` (the gate's view of its
+    baseline run: the objective's mean, ``ci95_corrected``, ``values``), if any, is drawn beside
+    the objective; its ``summary.model``, if registered, is named."""
+    summary, baseline = result["summary"], result.get("baseline")
     objective = (summary.get("objective") or {}).get("metric")
     verdict = "succeeded" if summary["success"] else "FAILED"
     parts = [
@@ -39,6 +37,7 @@ def html_report(result: dict[str, Any], baseline: dict[str, Any] | None = None) 
         f"<p class='{'ok' if summary['success'] else 'bad'}'>{summary['succeeded']}/{summary['n_folds']} folds "
         f"succeeded ({summary['required']} required): {verdict}</p>",
         _gate_section(summary),
+        _model_section(summary.get("model")),
     ]
     for name, metric in summary["metrics"].items():
         parts.append(_metric_section(name, metric, baseline if name == objective else None, name == objective))
@@ -125,6 +124,22 @@ def _gate_section(summary: dict[str, Any]) -> str:
         f"<p>Baseline: {escape(gate['baseline'] or 'none')}. Promoted: {'yes' if promoted else 'no'}.</p>"
         f"<table><tr><th>check</th><th></th><th>figures</th><th>test</th></tr>{''.join(rows)}</table>"
     )
+
+
+def _model_section(model: dict[str, Any] | None) -> str:
+    if not model:
+        return ""
+    registered = [("registered as", f"{model['group']} version {model['version']}")] if "group" in model else []
+    if registered:
+        registered += [("approval status", model["approval_status"]), ("image", model["image"])]
+    rows = [
+        ("training job", model["training_job"]),
+        *(registered or [("registered as", "not registered (registry.enabled is false)")]),
+        ("model", model["model_data"]),
+        *((f"hold-out {name}", number_text(value)) for name, value in (model.get("test") or {}).items()),
+    ]
+    table = "".join(f"<tr><td>{escape(label)}</td><td>{escape(str(value))}</td></tr>" for label, value in rows)
+    return f"<h2>Final model</h2><table>{table}</table>"
 
 
 def _failures_section(summary: dict[str, Any]) -> str:

@@ -418,6 +418,27 @@ class MetricsSpec(_Model):
     )
 
 
+class RegistrySpec(_Model):
+    """How the refit model is registered: a new version in the SageMaker Model Package Group
+    ``crossvalidator-{name}`` (the local backend: a version record under output_uri). Its approval
+    status is the deployment's ([smx] model_approval_status), never the request's."""
+
+    enabled: bool = Field(True, title="Register the final model", description="false: refit, register nothing.")
+    inference_image: str | None = Field(
+        None,
+        title="Inference image",
+        description="The image that serves the model (ECR URI). Default: the training image.",
+        max_length=255,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$",
+    )
+    content_types: list[str] = Field(
+        ["text/csv"], min_length=1, title="Request content types", description="What the model accepts."
+    )
+    response_types: list[str] = Field(
+        ["text/csv"], min_length=1, title="Response MIME types", description="What the model answers with."
+    )
+
+
 class GateSpec(_Model):
     """Whether a run's model may replace the last one: thresholds on the objective, and a
     comparison with a baseline run (README, "The gate")."""
@@ -548,6 +569,18 @@ class CVRequest(_Model):
         description='Whether the model may replace the last one, e.g. {"baseline": "latest", "margin": 0.01, '
         '"threshold": 0.8}: thresholds on the objective, and a corrected t-test against a baseline run. '
         "Needs metrics.objective. Default: none (every successful run is promoted).",
+    )
+    refit: bool = Field(
+        True,
+        title="Refit a final model",
+        description="After a successful run that passes its gate: one more training job "
+        "(crossvalidator-{name}-{stamp}-final) on every record but the hold-out, which is its validation "
+        "channel; then the model is registered. SMX-Validator input: off.",
+    )
+    registry: RegistrySpec = Field(
+        default_factory=RegistrySpec,
+        title="Model registry",
+        description="Where the refit model goes: a new version of the Model Package Group crossvalidator-{name}.",
     )
     dry_run: bool = Field(
         False,

@@ -71,6 +71,7 @@ def translate(data: Mapping[str, Any]) -> Translation:
         "cv": {"strategy": "kfold", "shuffle": True},
         "input": {"format": "jsonl"},
         "training": {"EnableManagedSpotTraining": True},
+        "refit": False,  # SMX-Validator trained the folds only; its users get what it did
         "channels": {
             "train": {"ChannelName": "train", **_AUGMENTED_CHANNEL},
             "validation": {"ChannelName": "validation", **_AUGMENTED_CHANNEL},

@@ -102,7 +102,25 @@ def write_bytes(fs: AbstractFileSystem, path: str, data: bytes, content_type: st
 
 def write_json(fs: AbstractFileSystem, path: str, value: Any) -> None:
     """JSON with sorted keys and a final newline: the same value always gives the same bytes."""
-    write_bytes(fs, path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes(fs, path, _json_bytes(value))
+
+
+def create_json(fs: AbstractFileSystem, path: str, value: Any) -> None:
+    """:func:`write_json`, but only where no file is: FileExistsError otherwise. Atomic on local
+    disks; on S3 a check, then the write (two writers within that moment: the last one wins)."""
+    data = _json_bytes(value)
+    if is_local(fs):
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        with open(path, "xb") as handle:
+            handle.write(data)
+        return
+    if fs.exists(path):
+        raise FileExistsError(path)
+    write_bytes(fs, path, data)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
 
 def read_json(fs: AbstractFileSystem, path: str) -> Any:

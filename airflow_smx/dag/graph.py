@@ -1,4 +1,5 @@
-"""The cross-validation DAG: ``check_request -> split_dataset -> train_fold[k] -> aggregate_results``.
+"""The cross-validation DAG: ``check_request -> split_dataset -> train_fold[k] -> aggregate_results
+-> refit_job -> train_final -> register_model``, and the teardown ``stop_unfinished_jobs``.
 
 Graph building only; the tasks are in :mod:`airflow_smx.dag.tasks`, the fold operators in
 :mod:`airflow_smx.operators`, what differs per backend in :mod:`airflow_smx.backends`.
@@ -11,7 +12,8 @@ maps a task only over another task's whole return value. So there is one fold ta
 local_commands`` turns the local backend on. With one fold task (a plain SageMaker deployment),
 it maps straight over the split's folds and every task of a run runs: nothing is skipped. With
 several, a selector per fold task routes each fold, and all of them sit in one collapsed group
-(``fold_tasks``); a run skips those its folds do not need.
+(``fold_tasks``); a run skips those its folds do not need. The refit's one job goes through a
+fold task of the same kind (``train_final``, ``train_final_x2``...), routed the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from airflow_smx.core.request import parse_request
 from airflow_smx.dag.tasks import (
     aggregate_results,
     check_request,
+    refit_job,
+    register_model,
     select_folds,
     split_dataset_task,
     stop_unfinished_jobs,
@@ -42,7 +46,9 @@ Fill in the form (or send a conf: this form's fields, the nested request of
 `airflow-smx schema`, or SMX-Validator's input JSON). The request is validated against the
 deployment's bounds before anything touches S3 or SageMaker; every problem is named. Each fold
 trains as one job, at most as many ml instances at once as the pool `{pool}` has slots. The
-result: `{{output_uri}}/{{cv_run_id}}/results/cv_result.json`.
+result: `{{output_uri}}/{{cv_run_id}}/results/cv_result.json` and `cv_report.html`. A run that
+succeeds and passes its gate refits on every record but the hold-out (`train_final`) and
+registers the model as the next version of the Model Package Group `crossvalidator-{{name}}`.
 """
 
 
@@ -53,10 +59,11 @@ class FoldTask:
     backend: str
     slots: int
 
-    def task_id(self, only: bool) -> str:
+    def task_id(self, only: bool, what: str = "fold") -> str:
+        """``train_fold`` (``train_final`` for the refit), suffixed by backend or slots when the DAG has several."""
         if only or (self.backend == "sagemaker" and self.slots == 1):
-            return "train_fold"
-        return "train_fold_local" if self.backend == "local" else f"train_fold_x{self.slots}"
+            return f"train_{what}"
+        return f"train_{what}_local" if self.backend == "local" else f"train_{what}_x{self.slots}"
 
 
 def fold_tasks(slot_sizes: tuple[int, ...]) -> list[FoldTask]:
@@ -65,6 +72,32 @@ def fold_tasks(slot_sizes: tuple[int, ...]) -> list[FoldTask]:
     if settings.policy().local_commands:
         tasks.append(FoldTask("local", 1))
     return tasks
+
+
+def training_tasks(
+    jobs: Any, what: str, tasks: list[FoldTask], group: TaskGroup | None, pool: str, aws_conn_id: str
+) -> list[Any]:
+    """One mapped training task per fold task over ``jobs`` (the folds, or the refit's one job),
+    each behind a selector of the jobs its backend and slots take when there are several."""
+    trained = []
+    for fold_task in tasks:
+        trainer = backend(fold_task.backend, aws_conn_id)
+        task_id = fold_task.task_id(only=len(tasks) == 1, what=what)
+        with group or contextlib.nullcontext():
+            source = jobs
+            if group:
+                selector = select_folds.override(task_id=f"{task_id}_{'folds' if what == 'fold' else 'job'}")
+                source = selector(jobs, (fold_task.backend, fold_task.slots), [(t.backend, t.slots) for t in tasks])
+            trained.append(
+                trainer.operator.partial(
+                    task_id=task_id,
+                    pool=pool,
+                    pool_slots=fold_task.slots,
+                    map_index_template="fold {{ task.fold }}" if what == "fold" else "final",
+                    **trainer.task_arguments(),
+                ).expand_kwargs(source)
+            )
+    return trained
 
 
 def params(stored: dict[str, Any] | None = None) -> dict[str, Param]:
@@ -106,30 +139,15 @@ def cross_validation_dag(
         folds = split_dataset_task.override(task_id="split_dataset")(run)
         tasks = fold_tasks(sizes)
         group = TaskGroup("fold_tasks", prefix_group_id=False) if len(tasks) > 1 else None
-        trainers = []
-        for fold_task in tasks:
-            trainer = backend(fold_task.backend, aws_conn_id)
-            task_id = fold_task.task_id(only=len(tasks) == 1)
-            with group or contextlib.nullcontext():
-                source = folds
-                if group:
-                    selector = select_folds.override(task_id=f"{task_id}_folds")
-                    source = selector(
-                        folds, (fold_task.backend, fold_task.slots), [(t.backend, t.slots) for t in tasks]
-                    )
-                trainers.append(
-                    trainer.operator.partial(
-                        task_id=task_id,
-                        pool=pool,
-                        pool_slots=fold_task.slots,
-                        map_index_template="fold {{ task.fold }}",
-                        **trainer.task_arguments(),
-                    ).expand_kwargs(source)
-                )
+        trainers = training_tasks(folds, "fold", tasks, group, pool, aws_conn_id)
         aggregate = aggregate_results()
         aggregate.operator.operator_extra_links = (CrossValidationReportLink(),)  # @task takes no links
+        refit = refit_job()
+        finals = training_tasks(refit, "final", tasks, group, pool, aws_conn_id)
+        register = register_model()
         teardown = stop_unfinished_jobs()
-        trainers >> aggregate >> teardown
+        trainers >> aggregate >> refit
+        finals >> register >> teardown
         # A teardown runs even when the run is marked failed (Airflow kills the others), and
         # all_done: also when its inputs were never made (a run marked failed before the split).
         teardown.as_teardown(on_failure_fail_dagrun=True)

@@ -21,7 +21,8 @@ from airflow_smx.core.folds import SplitError, read_plan, split_dataset
 from airflow_smx.core.form import request_from_form, unknown_fields
 from airflow_smx.core.gate import GateError, judge, load_baseline, pointer_uri
 from airflow_smx.core.job_requests import FoldJob, fold_training_config
-from airflow_smx.core.naming import cv_run_id, run_key, trial_name
+from airflow_smx.core.naming import FINAL, cv_run_id, run_key, trial_name
+from airflow_smx.core.registry import model_metrics, package_request, test_scores, version_record
 from airflow_smx.core.report_html import html_report
 from airflow_smx.core.request import CVRequest, RequestError, in_user_terms, parse_request
 from airflow_smx.core.results import cv_result, report
@@ -30,6 +31,8 @@ from airflow_smx.hooks.s3fs_options import storage_options_for
 from airflow_smx.links.sagemaker import link_report
 
 DRY_RUN_REPORT = "dry_run.json"
+MODEL_METRICS = "model_metrics.json"
+REFIT_TASK = "refit_job"
 HTML_REPORT = "cv_report.html"
 RESULT_ASSET = asset("smx://cross-validation/result", name="smx_cross_validation_result")
 
@@ -115,6 +118,7 @@ def split_dataset_task(run: dict[str, Any]) -> list[dict[str, Any]]:
             assemble_train=request.channels.train.needs_single_object,
             storage_options=options,
             write=not request.dry_run,
+            final=request.refit,
         )
     except SplitError as error:
         raise AirflowFailException(f"cannot split: {error}") from None
@@ -197,10 +201,11 @@ def aggregate_results(**context: Any) -> dict[str, Any]:
     if request.gate is not None and gated["success"]:
         gated["gate"] = judge(request, gated, plan, run["cv_run_id"], baseline)
     gated["promoted"] = gated["success"] and gated.get("gate", {}).get("passed", True)
+    result["baseline"] = baseline  # the report draws it; the pointer may name this run by the time it is redrawn
     text = report(gated, outcomes)
     storage.write_json(fs, f"{path}/cv_result.json", result)
     storage.write_bytes(fs, f"{path}/cv_report.txt", text.encode())
-    storage.write_bytes(fs, f"{path}/{HTML_REPORT}", html_report(result, baseline).encode(), "text/html")
+    storage.write_bytes(fs, f"{path}/{HTML_REPORT}", html_report(result).encode(), "text/html")
     link_report(context, storage.join(results_uri, HTML_REPORT), settings.get("aws_conn_id"))
     print(text)
     summary = {**gated, "result": storage.join(results_uri, "cv_result.json")}
@@ -215,6 +220,65 @@ def aggregate_results(**context: Any) -> dict[str, Any]:
     if not summary["success"] or (not summary["promoted"] and request.gate.on_fail == "fail"):
         raise AirflowFailException(text)
     return summary
+
+
+@task(retries=3, retry_delay=datetime.timedelta(seconds=15), retry_exponential_backoff=RETRY_BACKOFF)
+def refit_job(**context: Any) -> list[dict[str, Any]]:
+    """The refit's job, once the run succeeded and passed its gate: every record but the hold-out
+    in train, the hold-out as validation. None (its tasks skip) for a dry run, a run not promoted,
+    or a request with ``refit`` off (SMX-Validator's)."""
+    ti = context["ti"]
+    run, summary = ti.xcom_pull(task_ids="check_request"), ti.xcom_pull(task_ids="aggregate_results")
+    request = CVRequest.model_validate(run["request"])
+    if request.dry_run or not request.refit or not summary.get("promoted"):
+        print(
+            "No refit: " + ("a dry run" if request.dry_run else "refit is off" if not request.refit else "not promoted")
+        )
+        return []
+    folds_uri = storage.join(request.output_uri, run["cv_run_id"], "folds")
+    plan = read_plan(folds_uri, storage_options_for(settings.get("aws_conn_id"), folds_uri))
+    if plan.final is None:  # a split made before refits existed, and reused
+        raise AirflowFailException(f"{folds_uri} holds no refit data: clear split_dataset to split again")
+    when, role = datetime.datetime.fromisoformat(run["when"]), settings.get("role_arn") or None
+    config = fold_training_config(request, plan, plan.final, when, run["run_id"], role, run["key"])
+    return [backend(request.backend, settings.get("aws_conn_id")).fold_job(request, FINAL, config).kwargs()]
+
+
+@task(
+    trigger_rule="none_failed_min_one_success",  # the refit task that ran (others of a multi-task DAG skip)
+    retries=3,
+    retry_delay=datetime.timedelta(seconds=15),
+    retry_exponential_backoff=RETRY_BACKOFF,
+)
+def register_model(**context: Any) -> dict[str, Any]:
+    """Register the refit model as a new version (unless ``registry.enabled`` is off), with its
+    metrics file; add it to the result and the report."""
+    ti = context["ti"]
+    run, (final,) = ti.xcom_pull(task_ids="check_request"), ti.xcom_pull(task_ids=REFIT_TASK)
+    request, job = CVRequest.model_validate(run["request"]), FoldJob(**final)
+    trainer = backend(request.backend, settings.get("aws_conn_id"))
+    outcome = trainer.outcome(job)
+    if not outcome.succeeded:
+        raise AirflowFailException(f"The refit {job.job_name} did not complete ({outcome.status}): {outcome.reason}")
+    results_uri, fs, path = results_folder(request, run)
+    result = storage.read_json(fs, f"{path}/cv_result.json")
+    held_out = len(job.config["InputDataConfig"]) > 1  # a validation channel: the hold-out
+    storage.write_json(fs, f"{path}/{MODEL_METRICS}", model_metrics(result, outcome.description, held_out))
+    model = {
+        "training_job": outcome.description["TrainingJobName"],
+        "model_data": outcome.description["ModelArtifacts"]["S3ModelArtifacts"],
+        "test": test_scores(outcome.description) if held_out else None,
+    }
+    if request.registry.enabled:
+        metrics_uri = storage.join(results_uri, MODEL_METRICS)
+        status = settings.model_approval_status()
+        package = package_request(request, outcome.description, metrics_uri, status, run["cv_run_id"])
+        model.update(version_record(trainer.register(package, request.output_uri)))
+        print(f"Registered {model['group']} version {model['version']} ({model['approval_status']}): {model['arn']}")
+    result["summary"]["model"] = model
+    storage.write_json(fs, f"{path}/cv_result.json", result)
+    storage.write_bytes(fs, f"{path}/{HTML_REPORT}", html_report(result).encode(), "text/html")
+    return model
 
 
 def baseline_of(request: CVRequest) -> dict[str, Any] | None:
@@ -237,7 +301,7 @@ def stop_unfinished_jobs(**context: Any) -> list[str]:
     """
     ti = context["ti"]
     run, folds = run_inputs(ti)
-    folds = folds or []
+    folds = [*(folds or []), *(ti.xcom_pull(task_ids=REFIT_TASK) or [])]
     stopped, errors = [], []
     if folds:
         trainer = backend(CVRequest.model_validate(run["request"]).backend, settings.get("aws_conn_id"))

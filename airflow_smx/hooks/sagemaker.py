@@ -71,6 +71,23 @@ class CrossValidationSageMakerHook(SageMakerHook):
         if not self._exists(self.conn.describe_trial, TrialName=trial):
             self.conn.create_trial(TrialName=trial, ExperimentName=experiment, Tags=tags)
 
+    def register_model_package(self, package: dict[str, Any]) -> dict[str, Any]:
+        """Create ``package`` as a new version of its group (the group too, if missing); the
+        version as DescribeModelPackage shows it. Its ``ClientToken`` makes a retry of the same
+        run's call return the same version (moto ignores it: there, a retry adds one)."""
+        group = package["ModelPackageGroupName"]
+        if not self._exists(self.conn.describe_model_package_group, ModelPackageGroupName=group):
+            try:
+                self.conn.create_model_package_group(
+                    ModelPackageGroupName=group,
+                    ModelPackageGroupDescription="Models refit by cross-validated runs (airflow-smx)",
+                )
+            except ClientError as error:  # another run created it a moment ago
+                if "already exists" not in str(error):
+                    raise
+        arn = self.conn.create_model_package(**package)["ModelPackageArn"]
+        return self.conn.describe_model_package(ModelPackageName=arn)
+
     @staticmethod
     def _exists(describe: Any, **name: str) -> bool:
         try:

@@ -5,7 +5,8 @@
 moto's server (S3, SageMaker, ...) on a free loopback port, with tests/sagemaker_fake.py's
 additions. A job stays InProgress for ``e2e_seconds`` (a hyperparameter; 4 by default), then
 completes with per-fold metrics and billing, or, if its name ends with ``fold{e2e_fail_fold}``
-(a first attempt), fails with an AlgorithmError; StopTrainingJob stops it. STATUS_FILE (JSON)
+(a first attempt), fails with an AlgorithmError; StopTrainingJob stops it. ``e2e_score_offset``
+is added to every score (a run of a better or worse model). STATUS_FILE (JSON)
 holds the endpoint, every job seen, the most jobs and instances InProgress at any one moment,
 in all and per Airflow run (the airflow_run_id tag), and the faults injected. It is rewritten
 on every change. Runs until SIGTERM.
@@ -143,7 +144,9 @@ class Jobs:
                 reason = "AlgorithmError: ValueError: could not convert string to float: 'n/a'"
                 self.fake.finish(job.training_job_name, status="Failed", reason=reason)
             else:
-                self.fake.finish(job.training_job_name, metrics=fold_metrics(job.training_job_name))
+                offset = float(hyperparameters.get("e2e_score_offset", 0))  # a better or worse model, per run
+                metrics = {k: v + offset for k, v in fold_metrics(job.training_job_name).items()}
+                self.fake.finish(job.training_job_name, metrics=metrics)
         self.faults.refresh()
         self.record(jobs)
 

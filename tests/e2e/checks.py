@@ -49,19 +49,27 @@ def fold_logs(deployment: Deployment, run_id: str, ti: dict[str, Any]) -> list[s
 def succeeds(
     deployment: Deployment, conf: dict[str, Any], train_task: str, dag_id: str = DAG_ID
 ) -> tuple[str, Watched]:
-    """Run ``conf`` to success: its fold task ran, every other fold task was skipped (where the
-    graph has several, each has a task selecting its folds: those ran), and nothing failed or
-    was retried but a fold (apache/airflow#72716)."""
+    """Run ``conf`` to success: its fold task ran (and its refit task, unless ``refit`` is off:
+    then the refit's tasks skip), every other fold task was skipped (where the graph has
+    several, each has a task selecting its folds: those ran), and nothing failed or was retried
+    but a fold (apache/airflow#72716)."""
     run_id = start_run(deployment, conf, dag_id)
     watched = deployment.airflow.watch(run_id, dag_id=dag_id)
     assert watched.state == "success", diagnose(deployment, run_id, dag_id)
-    fold_tasks = {task_id for task_id in watched.seen if re.fullmatch(r"train_fold(_x\d+|_local)?", task_id)}
+    refit = conf.get("refit", True)
+    ran = {train_task, *([final_task(train_task)] if refit else [])}
+    trainers = {task_id for task_id in watched.seen if re.fullmatch(r"train_(fold|final)(_x\d+|_local)?", task_id)}
     for task_id, states in watched.seen.items():
-        if task_id in fold_tasks - {train_task}:
+        if task_id in trainers - ran or (task_id == "register_model" and not refit):
             assert states - {None} == {"skipped"}, watched.seen
         else:
             assert states <= UNEVENTFUL, watched.seen
     return run_id, watched
+
+
+def final_task(train_task: str) -> str:
+    """The refit's task beside a fold task: train_fold_x2 -> train_final_x2."""
+    return train_task.replace("train_fold", "train_final")
 
 
 def run_within_pool(
@@ -75,10 +83,13 @@ def run_within_pool(
     # Every fold deferred to our trigger, and a deferred task resumes only on its trigger's event,
     # which only a triggerer fires: the waits went through the triggerer.
     assert "deferred" in watched.seen[train_task], watched.seen
-    assert watched.triggers == {(train_task, fold): TRIGGER for fold in range(n_splits)}
+    deferred = {(train_task, fold) for fold in range(n_splits)} | (
+        {(final_task(train_task), 0)} if conf["refit"] else set()
+    )
+    assert watched.triggers == dict.fromkeys(deferred, TRIGGER)
     folds = [ti for ti in deployment.airflow.task_instances(run_id, dag_id) if ti["task_id"] == train_task]
     jobs = deployment.aws.jobs(run_id)
-    assert len(jobs) == n_splits
+    assert len(jobs) == n_splits + int(conf["refit"])  # the folds', and the refit's after them
     assert {job["status"] for job in jobs.values()} == {"Completed"}
     # the conf's "{{ var.value.smx_e2e_secret }}" is data: never rendered by the worker
     assert {job["hyperparameters"]["note"] for job in jobs.values()} == {SECRET_TEMPLATE}
@@ -92,7 +103,9 @@ def run_within_pool(
     assert summary["metrics"]["validation:accuracy"]["mean"] == pytest.approx(sum(accuracy) / n_splits)
     key = summary["result"].removeprefix(f"s3://{BUCKET}/")
     stored = json.loads(deployment.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    registered = stored["summary"].pop("model", None)  # added by register_model, after the aggregate
     assert stored["summary"] == {k: v for k, v in summary.items() if k != "result"}
+    assert (registered is not None) == conf["refit"], registered
     # the UI's links: each fold to its job and logs, the aggregate to the report in the S3 console
     fold = deployment.airflow.extra_links(run_id, train_task, 1, dag_id)
     job = stored["splits"][1]["TrainingJobName"]

@@ -222,9 +222,13 @@ DATA_KEY = "data/train.csv"
 SECRET_TEMPLATE = "{{ var.value.smx_e2e_secret }}"
 
 
-def sagemaker_request(name: str, n_splits: int = 5, instances: int = 1, seconds: float = 4) -> dict[str, Any]:
-    """A SageMaker request on the e2e dataset; the harness keeps each job InProgress ``seconds``."""
+def sagemaker_request(
+    name: str, n_splits: int = 5, instances: int = 1, seconds: float = 4, refit: bool = False
+) -> dict[str, Any]:
+    """A SageMaker request on the e2e dataset; the harness keeps each job InProgress ``seconds``.
+    Without the refit (the folds' lifecycle is what most tests watch) unless ``refit``."""
     return {
+        "refit": refit,
         "name": name,
         "input": {"uri": f"s3://{BUCKET}/{DATA_KEY}", "format": "csv", "label": 0},
         "output_uri": f"s3://{BUCKET}/runs/{name}",

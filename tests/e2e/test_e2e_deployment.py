@@ -6,14 +6,21 @@ build/e2e/artifacts/e2e-report.json and the test output.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import boto3
 import pytest
 
 from tests.e2e.checks import cancel_stops_jobs, mark_failed, run_within_pool
 from tests.e2e.deployment import (
+    BUCKET,
     DAG_ID,
     MULTI_DAG_ID,
     POOL_SLOTS,
     Deployment,
+    Watched,
+    diagnose,
     record,
     sagemaker_request,
     start_run,
@@ -21,7 +28,10 @@ from tests.e2e.deployment import (
 
 pytestmark = pytest.mark.e2e
 
-PLAIN_GRAPH = {"check_request", "split_dataset", "train_fold", "aggregate_results", "stop_unfinished_jobs"}
+PLAIN_GRAPH = {
+    *("check_request", "split_dataset", "train_fold", "aggregate_results"),
+    *("refit_job", "train_final", "register_model", "stop_unfinished_jobs"),
+}
 
 
 def test_airflow_lists_the_provider(deployment: Deployment) -> None:
@@ -39,7 +49,7 @@ def test_a_run_succeeds_within_the_pool(
     deployment: Deployment, dag_id: str, n_splits: int, instances: int, most_jobs: int
 ) -> None:
     name = f"e2e-{n_splits}x{instances}"
-    conf = sagemaker_request(name, n_splits=n_splits, instances=instances)
+    conf = sagemaker_request(name, n_splits=n_splits, instances=instances, refit=dag_id == DAG_ID)
     _, watched, figures = run_within_pool(deployment, conf, dag_id, instances, most_jobs)
     if dag_id == DAG_ID:  # a plain SageMaker deployment's graph: every task ran, none was skipped
         assert set(watched.seen) == PLAIN_GRAPH
@@ -83,3 +93,62 @@ def test_cancelling_a_run_stops_its_training_jobs(deployment: Deployment, trigge
     is watching them, and the run's teardown whatever the triggerer does (here: frozen)."""
     conf = sagemaker_request(f"e2e-cancel-{triggerer}", n_splits=2, seconds=3600)
     record(f"cancel, triggerer {triggerer}", seconds_to_stop_jobs=cancel_stops_jobs(deployment, conf, triggerer))
+
+
+def test_retraining_registers_a_version_only_when_the_gate_lets_the_model_through(deployment: Deployment) -> None:
+    """Three runs of one request over REST, each against the last promoted: the first registers
+    version 1; a worse model (every score 0.05 lower, margin 0.01) is stopped by the gate and
+    registers nothing; a better one (0.02 higher) registers version 2, with its hold-out score."""
+    sagemaker = boto3.client(
+        "sagemaker",
+        endpoint_url=deployment.aws.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    group = "crossvalidator-e2e-retrain"
+
+    def versions() -> list[int]:
+        listed = sagemaker.list_model_packages(ModelPackageGroupName=group, ModelPackageType="Versioned")
+        return sorted(p["ModelPackageVersion"] for p in listed["ModelPackageSummaryList"])
+
+    def results() -> set[str]:
+        return {k for k in deployment.keys("runs/e2e-retrain/") if k.endswith("/results/cv_result.json")}
+
+    def run(offset: float) -> tuple[str, Watched, dict[str, Any]]:
+        """A run of a model ``offset`` better than the endpoint's usual; its result's summary."""
+        conf = sagemaker_request("e2e-retrain", n_splits=3, seconds=2, refit=True)
+        conf["cv"]["holdout"] = 0.2
+        conf["gate"] = {"baseline": "latest", "margin": 0.01}
+        conf["training"]["HyperParameters"]["e2e_score_offset"] = str(offset)
+        before = results()
+        run_id = start_run(deployment, conf)
+        watched = deployment.airflow.watch(run_id)
+        (key,) = results() - before
+        return run_id, watched, json.loads(deployment.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())["summary"]
+
+    first_id, first, summary = run(0.0)
+    assert first.state == "success", diagnose(deployment, first_id)
+    assert summary["gate"]["passed"] and summary["gate"]["baseline"] is None and versions() == [1]
+    assert summary["model"]["version"] == 1 and summary["model"]["approval_status"] == "PendingManualApproval"
+    # the refit validates on the hold-out: its scores are the test scores
+    assert summary["model"]["test"] == {"validation:accuracy": 0.80, "validation:auc": 0.90}
+    first_cv_run = summary["cv_run_id"]
+
+    worse_id, worse, summary = run(-0.05)
+    assert worse.state == "failed" and "failed" in worse.seen["aggregate_results"], worse.seen
+    (check,) = summary["gate"]["checks"]
+    assert summary["promoted"] is False and summary["gate"]["baseline"] == first_cv_run
+    # every fold 0.05 worse on the same folds: no spread to test, so the margin alone decides
+    assert check["passed"] is False and check["difference"] == pytest.approx(-0.05)
+    assert "model" not in summary and versions() == [1]
+    assert [name for name in deployment.aws.jobs(worse_id) if name.endswith("-final")] == []  # nothing refit
+
+    better_id, better, summary = run(0.02)
+    assert better.state == "success", diagnose(deployment, better_id)
+    assert summary["gate"]["baseline"] == first_cv_run and summary["model"]["version"] == 2 and versions() == [1, 2]
+    record(
+        "retraining: version 1, a worse model stopped, version 2",
+        seconds=[round(w.seconds, 1) for w in (first, worse, better)],
+        test_scores=summary["model"]["test"],
+    )

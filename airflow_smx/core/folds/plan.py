@@ -42,6 +42,9 @@ class FoldPlan:
     prefix: str  # the folds folder URI
     folds: list[Fold]
     version: int = PLAN_VERSION
+    # the refit's data: every record but the hold-out in train (repeat 0's parts), the hold-out as
+    # validation ("" without one); index -1. None: the split was asked for folds only
+    final: Fold | None = None
 
     @property
     def test_train_ratio(self) -> float:
@@ -60,10 +63,12 @@ class FoldPlan:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FoldPlan:
         folds = [Fold(**f) for f in data["folds"]]
-        return cls(**{**data, "folds": folds})
+        final = Fold(**data["final"]) if data.get("final") else None
+        return cls(**{**data, "folds": folds, "final": final})
 
     def identity(self) -> dict[str, Any]:
-        """The fields that decide the folds' content: equal identities mean identical outputs."""
+        """The fields that decide the folds' content: equal identities mean identical outputs.
+        (``final`` adds files, and changes no fold: runs with and without it have the same folds.)"""
         data = self.to_json()
         return {
             k: data[k]

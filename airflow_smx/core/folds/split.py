@@ -37,6 +37,7 @@ def split_dataset(
     storage_options: dict[str, Any] | None = None,
     workers: int | None = None,
     write: bool = True,
+    final: bool = False,
 ) -> FoldPlan:
     """Split ``spec``'s input into folds under ``folds_uri`` and return the plan.
 
@@ -49,6 +50,7 @@ def split_dataset(
     :param workers: processes for a local uncompressed input (None: one per CPU, up to 4, from
         64 MiB on); the folds are the same whatever the number
     :param write: False: scan and assign only (a dry run): the plan of what would be written
+    :param final: also the refit's train channel: every record but the hold-out (``plan.final``)
     :raises SplitError: naming the line or the numbers that make the split impossible
     """
     source = InputFile(spec.uri, spec.compression, storage_options)
@@ -57,7 +59,7 @@ def split_dataset(
     label_codes, group_codes = found.codes.get("label"), found.codes.get("group")
     assignment = assign_folds(cv, found.n_records, label_codes, group_codes, found.values.get("label"))
     found.identify()
-    plan = _plan(spec, cv, folds_uri, found, assignment, assemble_train)
+    plan = _plan(spec, cv, folds_uri, found, assignment, assemble_train, final)
     if not write:
         return plan
     fs, folds_path = storage.filesystem(folds_uri, storage_options)
@@ -88,9 +90,10 @@ def _already_split(fs: Any, folds_path: str, plan: FoldPlan) -> bool:
     if not fs.exists(posixpath.join(folds_path, PLAN)):
         return False
     try:
-        return _read_plan(fs, folds_path).identity() == plan.identity()
+        done = _read_plan(fs, folds_path)
     except (ValueError, TypeError, KeyError):
         return False
+    return done.identity() == plan.identity() and (done.final is None) == (plan.final is None)
 
 
 def _write(
@@ -102,7 +105,7 @@ def _write(
             targets[HOLDOUT] = plan.holdout
         write_parts(fs, source, found, assignment.folds[repeat], {c: _path(fs, u) for c, u in targets.items()})
         log.info("wrote the parts of repeat %d of %d", repeat + 1, assignment.n_repeats)
-    for fold in plan.folds:
+    for fold in [*plan.folds, *([plan.final] if plan.final else [])]:
         manifest = [{"prefix": plan.prefix + "/"}, *(storage.relative(p, plan.prefix) for p in fold.train_parts)]
         storage.write_bytes(fs, _path(fs, fold.train_manifest), json.dumps(manifest).encode() + b"\n")
         if fold.train_file:
@@ -125,7 +128,7 @@ def _extension(uri: str, fmt: str) -> str:
 
 
 def _plan(
-    spec: InputSpec, cv: CVSpec, folds_uri: str, found: Scan, assignment: Assignment, assemble_train: bool
+    spec: InputSpec, cv: CVSpec, folds_uri: str, found: Scan, assignment: Assignment, assemble_train: bool, final: bool
 ) -> FoldPlan:
     prefix = folds_uri.rstrip("/")
     ext = _extension(spec.uri, found.format)
@@ -154,6 +157,7 @@ def _plan(
                 )
             )
     held = len(assignment.holdout)
+    holdout = storage.join(prefix, f"holdout{ext}") if held else None
     return FoldPlan(
         strategy=cv.strategy,
         n_splits=k,
@@ -171,13 +175,45 @@ def _plan(
             "group": spec.group,
             "csv_header": found.header.decode("utf-8", errors="replace").rstrip("\r") if found.header else None,
         },
-        holdout=storage.join(prefix, f"holdout{ext}") if held else None,
+        holdout=holdout,
         holdout_fraction=cv.holdout,
         n_holdout=held,
         classes=_counts(labels, names, np.ones(found.n_records, dtype=bool)) if labels is not None else None,
         n_groups=len(found.values["group"]) if "group" in found.values else None,
         prefix=prefix,
         folds=folds,
+        final=_final(prefix, ext, folds[: cv.n_splits], holdout, held, labels, names, assignment, assemble_train)
+        if final
+        else None,
+    )
+
+
+def _final(
+    prefix: str,
+    ext: str,
+    first_repeat: list[Fold],
+    holdout: str | None,
+    held: int,
+    labels: np.ndarray | None,
+    names: list[str],
+    assignment: Assignment,
+    assemble_train: bool,
+) -> Fold:
+    """The refit's channels: repeat 0's parts hold every record but the hold-out, once."""
+    folder = storage.join(prefix, "final")
+    row = assignment.folds[0]
+    return Fold(
+        index=-1,
+        repeat=0,
+        validation=holdout or "",
+        train_manifest=storage.join(folder, "train.manifest"),
+        train_file=storage.join(folder, f"train{ext}") if assemble_train else None,
+        n_train=sum(f.n_validation for f in first_repeat),
+        n_validation=held,
+        class_counts=None
+        if labels is None
+        else {"train": _counts(labels, names, row != HOLDOUT), "validation": _counts(labels, names, row == HOLDOUT)},
+        train_parts=[f.validation for f in first_repeat],
     )
 
 
