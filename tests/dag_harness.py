@@ -74,10 +74,12 @@ def extra_links(run, dag) -> dict[tuple[str, int], dict[str, str]]:
 
     from tests.versions import XComModel
 
-    with create_session() as session:  # Airflow 2 loads a value decoded, 3 as its JSON text or object
+    keys = {link.key for task in dag.tasks for link in task.operator_extra_links}
+    with create_session() as session:  # Airflow 2 loads a value decoded; 3 as its JSON text, or decoded
+        rows = session.query(XComModel).filter(XComModel.run_id == run.run_id, XComModel.key.in_(keys))
         pushed = {
             (x.task_id, x.map_index, x.key): json.loads(x.value) if isinstance(x.value, (str, bytes)) else x.value
-            for x in session.query(XComModel).filter(XComModel.run_id == run.run_id)
+            for x in rows
         }
     links = {}
     for ti in run.get_task_instances():

@@ -124,7 +124,9 @@ def gate_text(decision: dict[str, Any]) -> list[str]:
     verdict = "passed" if decision["passed"] else f"STOPPED the run (on_fail: {decision['on_fail']})"
     lines = [f"gate: {verdict}; baseline: {decision['baseline'] or 'none'}"]
     for check in decision["checks"]:
-        figures = {k: check[k] for k in ("value", "difference", "test", "t", "df", "p_value") if check.get(k) is not None}
+        figures = {
+            k: check[k] for k in ("value", "difference", "test", "t", "df", "p_value") if check.get(k) is not None
+        }
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
         lines.append(f"  {'pass' if check['passed'] else 'FAIL'}: {check['check']} ({shown})")
     return lines
