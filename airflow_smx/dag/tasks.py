@@ -246,6 +246,7 @@ def refit_job(**context: Any) -> list[dict[str, Any]]:
 
 @task(
     trigger_rule="none_failed_min_one_success",  # the refit task that ran (others of a multi-task DAG skip)
+    multiple_outputs=False,  # one XCom; a dict return type would also push one per key
     retries=3,
     retry_delay=datetime.timedelta(seconds=15),
     retry_exponential_backoff=RETRY_BACKOFF,
