@@ -14,6 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from airflow_smx.core.naming import FINAL
 from tests.dag_harness import ACCURACY, ROOT, Simulator, conf, extra_links, result_of, states
 from tests.versions import PARSE_DAGS, DagBag, asset_condition
 
@@ -119,6 +120,20 @@ def test_a_failed_fold_is_named_and_fails_the_run_unless_enough_succeed(run_dag,
     ]
     assert result["summary"]["metrics"]["validation:accuracy"]["n"] == 4
     assert len(sagemaker.creates) == 5  # the failed fold was not recreated by its retries
+
+
+def test_a_refit_that_fails_fails_the_run_and_registers_nothing(run_dag, sagemaker, s3):
+    def outcomes(fold):
+        if fold == FINAL:
+            return {"status": "Failed", "reason": "AlgorithmError: MemoryError"}
+        return {"metrics": {"validation:accuracy": ACCURACY[fold]}}
+
+    run = run_dag(conf(cv={"n_splits": 3}), outcomes)
+    assert run.state == "failed", states(run)  # the folds passed, but there is no model to show for them
+    ran = states(run)
+    assert (ran[("aggregate_results", -1)], ran[("train_final", 0)]) == ("success", "failed")
+    assert (ran[("register_model", -1)], ran[("stop_unfinished_jobs", -1)]) == ("upstream_failed", "failed")
+    assert boto3.client("sagemaker").list_model_package_groups()["ModelPackageGroupSummaryList"] == []
 
 
 def test_min_successful_folds_lets_the_run_pass(run_dag, sagemaker, s3):

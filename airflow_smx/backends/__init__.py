@@ -55,10 +55,10 @@ class Backend(ABC):
         """What became of the fold's jobs (every attempt), read from where they left it (not from XCom)."""
 
     @abstractmethod
-    def register(self, package: dict[str, Any], output_uri: str) -> dict[str, Any]:
+    def register(self, package: dict[str, Any], group_tags: list[dict[str, str]], output_uri: str) -> dict[str, Any]:
         """Register the refit model: CreateModelPackage's ``package`` as a new version of its
-        group; the version as DescribeModelPackage shows it (the same one again for a run that
-        registered already)."""
+        group (created with ``group_tags`` if missing); the version as DescribeModelPackage
+        shows it (the same one again for a model registered already)."""
 
     @abstractmethod
     def stop_unfinished(self, fold: FoldJob, run_id: str) -> str | None:

@@ -49,7 +49,7 @@ class LocalBackend(Backend):
             return FoldOutcome(fold.fold, fold.job_name, None, error="the fold's process never ran")
         return FoldOutcome.of_attempts(fold.fold, fold.job_name, found)
 
-    def register(self, package: dict[str, Any], output_uri: str) -> dict[str, Any]:
+    def register(self, package: dict[str, Any], group_tags: list[dict[str, str]], output_uri: str) -> dict[str, Any]:
         """A version record under ``{output_uri}/registry/{group}/``: SageMaker's registry, on disk."""
         uri = storage.join(output_uri, "registry", package["ModelPackageGroupName"])
         fs, path = storage.filesystem(uri, self.s3_options if uri.startswith("s3://") else {})

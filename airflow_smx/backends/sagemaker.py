@@ -52,8 +52,8 @@ class SageMakerBackend(Backend):
         # asks again, rather than count a fold that may well have trained as failed
         return FoldOutcome.of_attempts(fold.fold, fold.job_name, self.hook.attempts(fold.job_name))
 
-    def register(self, package: dict[str, Any], output_uri: str) -> dict[str, Any]:
-        return self.hook.register_model_package(package)
+    def register(self, package: dict[str, Any], group_tags: list[dict[str, str]], output_uri: str) -> dict[str, Any]:
+        return self.hook.register_model_package(package, group_tags)
 
     def stop_unfinished(self, fold: FoldJob, run_id: str) -> str | None:
         latest = self.hook.latest_attempt(fold.job_name)  # only the latest attempt can still train

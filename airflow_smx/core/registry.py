@@ -67,8 +67,14 @@ def package_request(
         # the same model registered again (a retry after a lost answer) gets the same version back;
         # a refit trained again (a clear: a new attempt, a new job name) becomes a new version
         "ClientToken": hashlib.sha256(f"{cv_run_id}/{final['TrainingJobName']}".encode()).hexdigest()[:32],
-        "Tags": [*(t.model_dump() for t in request.tags), {"Key": CV_RUN_KEY, "Value": cv_run_id}],
+        # no Tags: SageMaker refuses them on a version of a group (the group's apply); the
+        # CustomerMetadataProperties name the run
     }
+
+
+def group_tags(request: CVRequest) -> list[dict[str, str]]:
+    """The tags of the name's group, set when the first run of the name creates it."""
+    return [t.model_dump() for t in request.tags]
 
 
 def register_local(fs: Any, registry_path: str, package: dict[str, Any]) -> dict[str, Any]:

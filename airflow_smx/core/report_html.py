@@ -34,8 +34,9 @@ def html_report(result: dict[str, Any]) -> str:
     verdict = "succeeded" if summary["success"] else "FAILED"
     parts = [
         f"<h1>CV run {escape(summary['cv_run_id'])}</h1>",
-        f"<p class='{'ok' if summary['success'] else 'bad'}'>{summary['succeeded']}/{summary['n_folds']} folds "
-        f"succeeded ({summary['required']} required): {verdict}</p>",
+        f"<p class='{'ok' if summary['success'] else 'bad'}'>{escape(str(summary['succeeded']))}/"
+        f"{escape(str(summary['n_folds']))} folds succeeded ({escape(str(summary['required']))} required): "
+        f"{verdict}</p>",
         _gate_section(summary),
         _model_section(summary.get("model")),
     ]
@@ -146,7 +147,7 @@ def _failures_section(summary: dict[str, Any]) -> str:
     if not summary["failures"]:
         return ""
     rows = "".join(
-        f"<tr><td>{failure['fold']}</td><td>{escape(str(failure['job_name']))}</td>"
+        f"<tr><td>{escape(str(failure['fold']))}</td><td>{escape(str(failure['job_name']))}</td>"
         f"<td>{escape(str(failure['status']))}</td><td>{escape(str(failure['reason']))}</td></tr>"
         for failure in summary["failures"]
     )

@@ -22,7 +22,7 @@ from airflow_smx.core.form import request_from_form, unknown_fields
 from airflow_smx.core.gate import GateError, judge, load_baseline, pointer_uri
 from airflow_smx.core.job_requests import FoldJob, fold_training_config
 from airflow_smx.core.naming import FINAL, cv_run_id, run_key, trial_name
-from airflow_smx.core.registry import model_metrics, package_request, test_scores, version_record
+from airflow_smx.core.registry import group_tags, model_metrics, package_request, test_scores, version_record
 from airflow_smx.core.report_html import html_report
 from airflow_smx.core.request import CVRequest, RequestError, in_user_terms, parse_request
 from airflow_smx.core.results import cv_result, report
@@ -274,7 +274,7 @@ def register_model(**context: Any) -> dict[str, Any]:
         metrics_uri = storage.join(results_uri, MODEL_METRICS)
         status = settings.model_approval_status()
         package = package_request(request, outcome.description, metrics_uri, status, run["cv_run_id"])
-        model.update(version_record(trainer.register(package, request.output_uri)))
+        model.update(version_record(trainer.register(package, group_tags(request), request.output_uri)))
         print(f"Registered {model['group']} version {model['version']} ({model['approval_status']}): {model['arn']}")
     result["summary"]["model"] = model
     storage.write_json(fs, f"{path}/cv_result.json", result)
@@ -296,7 +296,8 @@ def stop_unfinished_jobs(**context: Any) -> list[str]:
     down, would otherwise leave its job training, and billed, with no task watching it.
     It then fails, failing the run, if the run has no result: marking a run failed leaves its
     state to its pending teardown, and Airflow would call a run whose last task was skipped
-    a success. (So a CV run cannot be marked success: without a result it ends failed.)
+    a success. (So a CV run cannot be marked success: without a result it ends failed.) It
+    fails too when the run was promoted and its model was not refit and registered.
     It reads its inputs itself, as it also runs when they were never made (a run marked
     failed before its folds were split).
     """
@@ -318,4 +319,10 @@ def stop_unfinished_jobs(**context: Any) -> list[str]:
         raise RuntimeError("could not check or stop training jobs: " + "; ".join(errors))
     if ti.xcom_pull(task_ids="aggregate_results") is None:
         raise AirflowFailException("The run has no result: it was cancelled, or aggregate_results failed.")
+    # Airflow judges the run by this teardown alone: a refit that failed must fail it too
+    refit = ti.xcom_pull(task_ids=REFIT_TASK)
+    if refit is None or (refit and ti.xcom_pull(task_ids="register_model") is None):
+        raise AirflowFailException(
+            "The run's model was not refit and registered: see refit_job, train_final, register_model."
+        )
     return stopped

@@ -71,7 +71,7 @@ class CrossValidationSageMakerHook(SageMakerHook):
         if not self._exists(self.conn.describe_trial, TrialName=trial):
             self.conn.create_trial(TrialName=trial, ExperimentName=experiment, Tags=tags)
 
-    def register_model_package(self, package: dict[str, Any]) -> dict[str, Any]:
+    def register_model_package(self, package: dict[str, Any], group_tags: list[dict[str, str]]) -> dict[str, Any]:
         """Create ``package`` as a new version of its group (the group too, if missing); the
         version as DescribeModelPackage shows it. Its ``ClientToken`` makes a retry of the same
         run's call return the same version (moto ignores it: there, a retry adds one)."""
@@ -81,6 +81,7 @@ class CrossValidationSageMakerHook(SageMakerHook):
                 self.conn.create_model_package_group(
                     ModelPackageGroupName=group,
                     ModelPackageGroupDescription="Models refit by cross-validated runs (airflow-smx)",
+                    Tags=group_tags,
                 )
             except ClientError as error:  # another run created it a moment ago
                 if "already exists" not in str(error):
