@@ -1,6 +1,6 @@
 """The fold engine: streaming, deterministic k-fold splits equal to scikit-learn's. No Airflow."""
 
-from airflow_smx.core.folds.assign import Assignment, assign_folds, make_splitter, split_holdout
+from airflow_smx.core.folds.assign import Assignment, assign_folds
 from airflow_smx.core.folds.plan import Fold, FoldPlan
 from airflow_smx.core.folds.records import SplitError
 from airflow_smx.core.folds.split import read_plan, split_dataset
@@ -11,8 +11,6 @@ __all__ = [
     "FoldPlan",
     "SplitError",
     "assign_folds",
-    "make_splitter",
     "read_plan",
     "split_dataset",
-    "split_holdout",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from airflow_smx.core import storage
-from airflow_smx.core.folds.assign import HOLDOUT, Assignment, assign_folds
+from airflow_smx.core.folds.assign import HOLDOUT, Assignment, assign_folds, bincount, joint_counts
 from airflow_smx.core.folds.plan import Fold, FoldPlan
 from airflow_smx.core.folds.records import InputFile, SplitError
 from airflow_smx.core.folds.scan import Scan, scan
@@ -136,10 +136,10 @@ def _plan(
     names = [str(v) for v in found.values.get("label", [])]
     k = cv.n_splits
     folds = []
-    for repeat in range(assignment.n_repeats):
-        row = assignment.folds[repeat]
+    tables = [_fold_table(row, k, labels, len(names)) for row in assignment.folds]
+    for repeat, table in enumerate(tables):
         parts = [storage.join(prefix, f"part-{repeat * k + f:05d}{ext}") for f in range(k)]
-        sizes = np.bincount(row[row != HOLDOUT], minlength=k)
+        sizes = table[1:].sum(axis=1)
         for f in range(k):
             index = repeat * k + f
             folder = storage.join(prefix, f"fold-{index:05d}")
@@ -152,11 +152,11 @@ def _plan(
                     train_file=storage.join(folder, f"train{ext}") if assemble_train else None,
                     n_train=int(sizes.sum() - sizes[f]),
                     n_validation=int(sizes[f]),
-                    class_counts=_class_counts(labels, names, row, f),
+                    class_counts=_class_counts(table, names, f) if labels is not None else None,
                     train_parts=[p for i, p in enumerate(parts) if i != f],
                 )
             )
-    held = len(assignment.holdout)
+    held = assignment.n_holdout
     holdout = storage.join(prefix, f"holdout{ext}") if held else None
     return FoldPlan(
         strategy=cv.strategy,
@@ -178,11 +178,20 @@ def _plan(
         holdout=holdout,
         holdout_fraction=cv.holdout,
         n_holdout=held,
-        classes=_counts(labels, names, np.ones(found.n_records, dtype=bool)) if labels is not None else None,
+        classes=_counts(tables[0].sum(axis=0), names) if labels is not None else None,
         n_groups=len(found.values["group"]) if "group" in found.values else None,
         prefix=prefix,
         folds=folds,
-        final=_final(prefix, ext, folds[: cv.n_splits], holdout, held, labels, names, assignment, assemble_train)
+        final=_final(
+            prefix,
+            ext,
+            folds[: cv.n_splits],
+            holdout,
+            held,
+            tables[0] if labels is not None else None,
+            names,
+            assemble_train,
+        )
         if final
         else None,
     )
@@ -194,14 +203,15 @@ def _final(
     first_repeat: list[Fold],
     holdout: str | None,
     held: int,
-    labels: np.ndarray | None,
+    table: np.ndarray | None,
     names: list[str],
-    assignment: Assignment,
     assemble_train: bool,
 ) -> Fold:
-    """The refit's channels: repeat 0's parts hold every record but the hold-out, once."""
+    """The refit's channels: repeat 0's parts hold every record but the hold-out, once.
+
+    :param table: repeat 0's records per (fold code + 1, class); None without a label
+    """
     folder = storage.join(prefix, "final")
-    row = assignment.folds[0]
     return Fold(
         index=-1,
         repeat=0,
@@ -211,23 +221,23 @@ def _final(
         n_train=sum(f.n_validation for f in first_repeat),
         n_validation=held,
         class_counts=None
-        if labels is None
-        else {"train": _counts(labels, names, row != HOLDOUT), "validation": _counts(labels, names, row == HOLDOUT)},
+        if table is None
+        else {"train": _counts(table[1:].sum(axis=0), names), "validation": _counts(table[0], names)},
         train_parts=[f.validation for f in first_repeat],
     )
 
 
-def _class_counts(
-    labels: np.ndarray | None, names: list[str], row: np.ndarray, fold: int
-) -> dict[str, dict[str, int]] | None:
+def _fold_table(row: np.ndarray, k: int, labels: np.ndarray | None, n_classes: int) -> np.ndarray:
+    """Records per (fold code + 1, class) of one repeat; the hold-out is row 0 (one column without a label)."""
     if labels is None:
-        return None
-    return {
-        "train": _counts(labels, names, (row != fold) & (row != HOLDOUT)),
-        "validation": _counts(labels, names, row == fold),
-    }
+        return bincount(row, minlength=k + 1, shift=1)[:, None]
+    return joint_counts(row, k + 1, labels, n_classes, row_shift=1)
 
 
-def _counts(labels: np.ndarray, names: list[str], mask: np.ndarray) -> dict[str, int]:
-    counts = np.bincount(labels[mask], minlength=len(names))
+def _class_counts(table: np.ndarray, names: list[str], fold: int) -> dict[str, dict[str, int]]:
+    validation = table[fold + 1]
+    return {"train": _counts(table[1:].sum(axis=0) - validation, names), "validation": _counts(validation, names)}
+
+
+def _counts(counts: np.ndarray, names: list[str]) -> dict[str, int]:
     return {name: int(c) for name, c in zip(names, counts.tolist(), strict=True)}
