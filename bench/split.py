@@ -39,11 +39,14 @@ RECORD = (
 
 
 def generate(path: Path, size_mb: int, seed: int = 0) -> None:
-    """About ``size_mb`` MB of records: 10 classes (largest 50x the smallest), 2,000 groups (Zipf sizes)."""
+    """About ``size_mb`` MB of records."""
+    generate_records(path, size_mb * 1_000_000 // len(RECORD.format(i=0, c=0, g=0)), seed)
+
+
+def generate_records(path: Path, n: int, seed: int = 0) -> None:
+    """``n`` records: 10 classes (largest 50x the smallest), 2,000 groups (Zipf sizes)."""
     rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, 11) ** 1.7
-    per_record = len(RECORD.format(i=0, c=0, g=0))
-    n = size_mb * 1_000_000 // per_record
     tmp = path.with_suffix(".tmp")
     with tmp.open("w") as out:
         for start in range(0, n, 500_000):

@@ -21,7 +21,7 @@ from sklearn.model_selection import (
 )
 
 from airflow_smx.core.folds import SplitError, assign_folds, split_dataset
-from airflow_smx.core.folds.assign import compact_codes
+from airflow_smx.core.folds.records import compact_table
 from airflow_smx.core.request import CVSpec, InputSpec
 from tests.conftest import make_records, write_jsonl
 
@@ -164,7 +164,7 @@ def random_case(rng: random.Random) -> tuple[CVSpec, np.ndarray, np.ndarray]:
 def dense_codes(values: np.ndarray) -> np.ndarray:
     """What the scan hands the assignment: codes 0.. in value order, in a compact dtype."""
     distinct, inverse = np.unique(values, return_inverse=True)
-    return compact_codes(inverse, len(distinct))
+    return compact_table(np.arange(len(distinct)), len(distinct))[inverse]
 
 
 @pytest.mark.parametrize("batch", range(8))

@@ -28,7 +28,7 @@ from airflow_smx.core.request import CVSpec
 
 HOLDOUT = -1  # fold code of a hold-out record
 FOLD_DTYPE = np.int8  # fold codes; CVSpec caps n_splits at 100
-CHUNK = 1 << 20  # records per step where a step needs int64 scratch
+CHUNK = 1 << 18  # records per step where a step needs int64 scratch (a few MiB)
 
 
 @dataclass
@@ -44,12 +44,6 @@ class Assignment:
     @property
     def n_holdout(self) -> int:
         return int(np.count_nonzero(self.folds[0] == HOLDOUT))
-
-
-def compact_codes(codes: np.ndarray, n_values: int) -> np.ndarray:
-    """``codes`` in the smallest unsigned dtype that holds ``n_values`` distinct codes."""
-    dtype = np.uint8 if n_values <= 1 << 8 else np.uint16 if n_values <= 1 << 16 else np.uint32
-    return codes.astype(dtype, copy=False)
 
 
 def index_dtype(n: int) -> type:
@@ -113,7 +107,7 @@ def _holdout(cv: CVSpec, n: int, labels: np.ndarray | None, groups: np.ndarray |
         if not cv.shuffle:
             held[n_train:] = True
         elif labels is None:
-            held[_permutation(np.random.RandomState(cv.random_state), n)[:n_test]] = True
+            _scatter(held, _permutation(np.random.RandomState(cv.random_state), n)[:n_test], True)
         else:
             _stratified_holdout(held, labels, n_train, n_test, cv.random_state)
     except ValueError as error:
@@ -144,7 +138,7 @@ def _stratified_holdout(held: np.ndarray, labels: np.ndarray, n_train: int, n_te
     n_i = _approximate_mode(counts, n_train, rng)
     t_i = _approximate_mode(counts - n_i, n_test, rng)
     for members, train, test in zip(_members_by_class(labels, counts), n_i, t_i, strict=True):
-        held[members[_permutation(rng, len(members))[train : train + test]]] = True
+        _scatter(held, members[_permutation(rng, len(members))[train : train + test]], True)
 
 
 # ---- the folds of the kept records ---------------------------------------------------------
@@ -176,7 +170,10 @@ def _kfold(n: int, k: int, rng: np.random.RandomState | None) -> np.ndarray:
     folds = np.empty(n, dtype=FOLD_DTYPE)
     start = 0
     for fold, size in enumerate(_fold_sizes(n, k)):
-        folds[order[start : start + size] if order is not None else slice(start, start + size)] = fold
+        if order is None:
+            folds[start : start + size] = fold
+        else:
+            _scatter(folds, order[start : start + size], fold)
         start += size
     return folds
 
@@ -200,7 +197,7 @@ def _stratified(labels: np.ndarray, k: int, rng: np.random.RandomState | None) -
         folds_for_class = np.arange(k, dtype=FOLD_DTYPE).repeat(per_fold)
         if rng is not None:
             rng.shuffle(folds_for_class)
-        folds[members[code]] = folds_for_class
+        _scatter(folds, members[code], folds_for_class)
         start += count
     return folds
 
@@ -265,6 +262,12 @@ def _permutation(rng: np.random.RandomState, n: int) -> np.ndarray:
     order = np.arange(n, dtype=index_dtype(n))
     rng.shuffle(order)
     return order
+
+
+def _scatter(target: np.ndarray, index: np.ndarray, values: Any) -> None:
+    """``target[index] = values``, CHUNK indices a step: numpy would copy all of an int32 index to int64."""
+    for at in range(0, len(index), CHUNK):
+        target[index[at : at + CHUNK]] = values if np.isscalar(values) else values[at : at + CHUNK]
 
 
 def _fold_sizes(n: int, k: int) -> list[int]:

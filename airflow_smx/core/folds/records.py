@@ -222,20 +222,24 @@ class Coder:
             codes[value] = len(codes)
         self.array.extend(map(codes.__getitem__, values))
 
-    def merge(self, values: list[Any], codes: np.ndarray) -> None:
-        """Append codes numbered by another coder whose distinct values were ``values``."""
-        table = np.array([self.codes.setdefault(v, len(self.codes)) for v in values], dtype=np.int32)
-        self.array.frombytes(table[codes].tobytes() if len(codes) else b"")
+    def merge(self, values: list[Any]) -> np.ndarray:
+        """Take in the distinct values another coder numbered; returns its code -> our code table."""
+        return np.array([self.codes.setdefault(v, len(self.codes)) for v in values], dtype=np.int64)
 
-    def finish(self, parse: Callable[[Any], Any] = lambda v: v) -> tuple[np.ndarray, list[Any]]:
-        """The codes as a numpy array, and the values in code order (sorted)."""
+    def ranks(self, parse: Callable[[Any], Any] = lambda v: v) -> tuple[np.ndarray, list[Any]]:
+        """Each code's rank in sorted value order, and the values in that order."""
         raw = list(self.codes)
-        values = [parse(v) for v in raw] if raw else []
+        values = [parse(v) for v in raw]
         order = sorted(range(len(raw)), key=lambda i: _sort_key(values[i]))
-        rank = np.empty(len(raw), dtype=np.int32)
-        rank[order] = np.arange(len(raw), dtype=np.int32)
-        codes = rank[np.frombuffer(self.array, dtype=np.int32)] if raw else np.zeros(0, dtype=np.int32)
-        return codes, [values[i] for i in order]
+        rank = np.empty(len(raw), dtype=np.int64)
+        rank[order] = np.arange(len(raw))
+        return rank, [values[i] for i in order]
+
+
+def compact_table(table: np.ndarray, n_values: int) -> np.ndarray:
+    """``table`` in the smallest unsigned dtype that holds ``n_values`` codes (a code costs 1 to 4 bytes a record)."""
+    dtype = np.uint8 if n_values <= 1 << 8 else np.uint16 if n_values <= 1 << 16 else np.uint32
+    return table.astype(dtype)
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

@@ -16,6 +16,7 @@ from typing import IO, Any
 import numpy as np
 
 from airflow_smx.core import storage
+from airflow_smx.core.folds.assign import CHUNK
 from airflow_smx.core.folds.processes import run_forked
 from airflow_smx.core.folds.records import InputFile, SplitError
 from airflow_smx.core.folds.scan import Records, Scan
@@ -81,10 +82,12 @@ def _write_parallel(fs: Any, source: InputFile, found: Scan, folds: np.ndarray, 
     bounds = np.cumsum([0, *found.range_records])
     sizes = np.zeros((len(found.range_records), len(codes)), dtype=np.int64)
     for r in range(len(found.range_records)):
-        columns = slot[folds[bounds[r] : bounds[r + 1]] + 1]
-        wanted = columns >= 0
-        record_bytes = found.lengths[bounds[r] : bounds[r + 1]][wanted].astype(np.int64) + 1
-        sizes[r] = np.bincount(columns[wanted], weights=record_bytes, minlength=len(codes))
+        for begin in range(bounds[r], bounds[r + 1], CHUNK):  # int64 scratch of CHUNK records, not of n
+            end = min(begin + CHUNK, bounds[r + 1])
+            columns = slot[folds[begin:end] + 1]
+            wanted = columns >= 0
+            record_bytes = found.lengths[begin:end][wanted].astype(np.int64) + 1
+            sizes[r] += np.bincount(columns[wanted], weights=record_bytes, minlength=len(codes)).astype(np.int64)
     offsets = np.cumsum(sizes, axis=0) - sizes  # where range r starts in each part
     for code in codes:  # created (empty) here, so that no process races another to create them
         storage.open_write(fs, targets[code]).close()
