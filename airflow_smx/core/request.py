@@ -92,7 +92,9 @@ class InputSpec(_Model):
     uri: str = Field(
         title="Input dataset URI",
         description="s3:// or file:// URI of one newline-delimited file: CSV, JSON Lines or a "
-        "SageMaker augmented manifest, optionally gzip-compressed. One line is one record.",
+        "SageMaker augmented manifest, optionally gzip-compressed; or a prefix ending in / whose files "
+        "(Spark, Glue, Athena or Firehose output; each gzip or not) are read in key order as one. "
+        "One line is one record.",
         examples=["s3://my-bucket/datasets/train.jsonl"],
     )
     format: Literal["auto", "csv", "jsonl"] = Field(
@@ -117,7 +119,8 @@ class InputSpec(_Model):
     csv_header: bool = Field(
         False,
         title="CSV has a header line",
-        description="The first line names the columns; it is repeated at the top of every part.",
+        description="The first line names the columns (of every file, for a prefix of part files); the "
+        "folds' parts hold records only, and the header is written once beside them.",
     )
     compression: Literal["auto", "gzip", "none"] = Field(
         "auto",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import posixpath
 import re
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -35,15 +36,16 @@ class SplitError(ValueError):
 
 
 class LineError(SplitError):
-    """A record that cannot be read, at a 1-based line number of the input."""
+    """A record that cannot be read, at a 1-based line number of the input (of ``part``, for an
+    input of many files)."""
 
-    def __init__(self, line: int, reason: str):
-        self.line, self.reason = line, reason
-        super().__init__(f"line {line}: {reason}")
+    def __init__(self, line: int, reason: str, part: str = ""):
+        self.line, self.reason, self.part = line, reason, part
+        super().__init__(f"{part + ' ' if part else ''}line {line}: {reason}")
 
     def shifted(self, lines: int) -> LineError:
         """The same error, for a range of the input that starts ``lines`` lines into it."""
-        return LineError(self.line + lines, self.reason)
+        return LineError(self.line + lines, self.reason, self.part)
 
 
 @dataclass
@@ -54,9 +56,19 @@ class Chunk:
     first_line: int  # 1-based line number of the chunk's first line
     kept: list[int] | None  # 0-based offsets of the records among the chunk's lines; None: all lines kept
     n_lines: int = 0  # lines in the chunk, blank ones included
+    part: str = ""  # the file it is from, for an input of many files
 
     def line_number(self, index: int) -> int:
         return self.first_line + (index if self.kept is None else self.kept[index])
+
+    def error(self, index: int, reason: str) -> LineError:
+        """The error of record ``index``, naming its line (and its file)."""
+        return LineError(self.line_number(index), reason, self.part)
+
+    def without_first(self) -> Chunk:
+        """The chunk without its first record (a CSV header)."""
+        kept = self.kept if self.kept is not None else list(range(len(self.records)))
+        return Chunk(self.records[1:], self.first_line, kept[1:], self.n_lines, self.part)
 
 
 class HashingReader:
@@ -66,8 +78,8 @@ class HashingReader:
     one splits and parses: the checksum costs no wall time on a machine with two cores.
     """
 
-    def __init__(self, stream: IO[bytes], hashing: bool = True):
-        self.stream = stream
+    def __init__(self, stream: IO[bytes] | None, hashing: bool = True):
+        self.stream = stream  # the files of a many-file input are read through it one by one
         self.size = 0
         self._digest = hashlib.sha256() if hashing else None
         self._hasher = ThreadPoolExecutor(max_workers=1) if hashing else None
@@ -101,6 +113,7 @@ class InputFile:
         if compression == "auto":
             compression = "gzip" if self.fs.cat_file(self.path, start=0, end=2) == GZIP_MAGIC else "none"
         self.compression = compression
+        self.sample_uri = uri  # whose name may say the format
 
     def fingerprint(self) -> tuple[Any, ...]:
         """Size and version (mtime, ETag): changes when the file is rewritten."""
@@ -158,6 +171,87 @@ class InputFile:
                 raise SplitError(f"input.uri: cannot read {self.uri} as {self.compression}: {error}") from None
             finally:
                 self.reader.close()
+
+
+MAX_PARTS = 10_000  # files one input may have (a listing beyond is a wrong prefix, not data)
+HIDDEN = ("_", ".")  # names Spark and Hadoop give markers and checksums (_SUCCESS, .part.crc)
+
+
+def open_input(uri: str, compression: str = "auto", storage_options: dict[str, Any] | None = None) -> Any:
+    """The input at ``uri``: one file, or every file under a prefix (a ``uri`` ending in ``/``)."""
+    if uri.endswith("/"):
+        return PartedInput(uri, compression, storage_options)
+    return InputFile(uri, compression, storage_options)
+
+
+class PartedInput:
+    """Every file under a prefix, in key order, read as one input: what Spark, Glue, Athena or
+    Firehose write. Records are numbered across the files; each may be gzip or not; each
+    starts with the CSV header when the input has one (Records checks and skips it).
+
+    Files whose names start with ``_`` or ``.`` (markers, checksums) and empty files are not parts.
+    """
+
+    def __init__(self, uri: str, compression: str = "auto", storage_options: dict[str, Any] | None = None):
+        self.uri = uri
+        self.fs, self.path = storage.filesystem(uri, storage_options)
+        listed = self._list()
+        if not listed:
+            raise SplitError(f"input.uri: no files under the prefix {uri}")
+        self.parts = [InputFile(self.fs.unstrip_protocol(path), compression, storage_options) for path in listed]
+        kinds = {part.compression for part in self.parts}
+        self.compression = kinds.pop() if len(kinds) == 1 else "mixed"
+        self.sample_uri = self.parts[0].uri
+
+    def _list(self) -> dict[str, dict[str, Any]]:
+        found = self.fs.find(self.path, detail=True)
+        parts = {
+            path: info
+            for path, info in sorted(found.items())
+            if info.get("type") != "directory" and info.get("size") and not posixpath.basename(path).startswith(HIDDEN)
+        }
+        if len(parts) > MAX_PARTS:
+            raise SplitError(
+                f"input.uri: {len(parts)} files under {self.uri}; at most {MAX_PARTS} are read as one input"
+            )
+        return parts
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        """Every file's key, size and version, listed anew: changes when a file is added or rewritten."""
+        keys = ("size", "mtime", "ETag", "LastModified", "VersionId")
+        return tuple((path, *(str(info.get(k)) for k in keys)) for path, info in self._list().items())
+
+    @property
+    def size(self) -> int:
+        return sum(part.size for part in self.parts)
+
+    def splittable(self) -> bool:
+        return False
+
+    def first_record(self) -> bytes | None:
+        return next((r for r in (part.first_record() for part in self.parts) if r is not None), None)
+
+    def chunks(self, hashing: bool = True, blank_free: bool = False) -> Iterator[Chunk]:
+        """Each file's records in turn, every chunk naming its file; the stored bytes of all hashed as one."""
+        self.reader = HashingReader(None, hashing)
+        try:
+            for part in self.parts:
+                with storage.open_read(self.fs, part.path) as raw:
+                    self.reader.stream = raw
+                    stream = (
+                        gzip.GzipFile(fileobj=self.reader, mode="rb") if part.compression == "gzip" else self.reader
+                    )
+                    try:
+                        for chunk in _chunks(stream, blank_free):
+                            chunk.part = part.uri
+                            yield chunk
+                    except (OSError, EOFError) as error:
+                        raise SplitError(f"input.uri: cannot read {part.uri} as {part.compression}: {error}") from None
+        finally:
+            self.reader.close()
+
+
+Input = InputFile | PartedInput
 
 
 class _Bounded:
@@ -318,7 +412,7 @@ class JsonFieldReader:
             distinct = set(column)  # checking the few distinct values is cheaper than scanning the column
             if msgspec.UNSET in distinct or None in distinct:
                 index = next(i for i, v in enumerate(column) if v is msgspec.UNSET or v is None)
-                raise LineError(chunk.line_number(index), f"{role} {self.fields[role]!r} is missing or null")
+                raise chunk.error(index, f"{role} {self.fields[role]!r} is missing or null")
             values[role] = column
         return values
 
@@ -326,9 +420,9 @@ class JsonFieldReader:
         try:
             return self.decoder.decode(chunk.records[index])
         except msgspec.ValidationError as error:
-            raise LineError(chunk.line_number(index), _field_message(error, self.fields)) from None
+            raise chunk.error(index, _field_message(error, self.fields)) from None
         except msgspec.DecodeError as error:
-            raise LineError(chunk.line_number(index), f"malformed JSON ({error})") from None
+            raise chunk.error(index, f"malformed JSON ({error})") from None
 
 
 def _field_message(error: msgspec.ValidationError, fields: dict[str, str]) -> str:
@@ -363,8 +457,8 @@ class CsvFieldReader:
         if short:
             index = short[0]
             role = next(r for r, c in self.columns.items() if c >= len(rows[index]))
-            raise LineError(
-                chunk.line_number(index),
+            raise chunk.error(
+                index,
                 f"{role} column {self.names[role]!r} is missing (the record has {len(rows[index])} columns)",
             )
         return {role: [row[column] for row in rows] for role, column in self.columns.items()}
@@ -376,17 +470,17 @@ class CsvFieldReader:
                 if len(list(csv.reader([text], strict=True))) != 1:
                     break
             except csv.Error as error:
-                return LineError(chunk.line_number(i), f"malformed CSV ({error})")
+                return chunk.error(i, f"malformed CSV ({error})")
         else:
             i = 0
-        return LineError(chunk.line_number(i), f"malformed CSV ({reason}); records must be one per line")
+        return chunk.error(i, f"malformed CSV ({reason}); records must be one per line")
 
 
 def _decode(chunk: Chunk, index: int) -> str:
     try:
         return chunk.records[index].decode("utf-8")
     except UnicodeDecodeError as error:
-        raise LineError(chunk.line_number(index), f"not UTF-8 text ({error.reason})") from None
+        raise chunk.error(index, f"not UTF-8 text ({error.reason})") from None
 
 
 def resolve_columns(header: bytes | None, fields: dict[str, str | int]) -> dict[str, int]:

@@ -24,7 +24,7 @@ from airflow_smx.core.folds.records import (
     Chunk,
     Coder,
     CsvFieldReader,
-    InputFile,
+    Input,
     JsonFieldReader,
     LineError,
     SplitError,
@@ -47,7 +47,7 @@ class Records:
 
     def __init__(
         self,
-        source: InputFile,
+        source: Input,
         skip_header: bool,
         hashing: bool = True,
         blank_free: bool = False,
@@ -56,17 +56,23 @@ class Records:
     ):
         self.source = source
         self.skip_header = skip_header
-        self.options = {"hashing": hashing, "blank_free": blank_free, "start": start, "end": end}
+        self.options: dict[str, Any] = {"hashing": hashing, "blank_free": blank_free}
+        if start or end is not None:  # a byte range: one uncompressed file only
+            self.options |= {"start": start, "end": end}
         self.n_lines = 0
 
     def __iter__(self) -> Iterator[Chunk]:
-        waiting_for_header = self.skip_header
+        waiting_for_header, part, header = self.skip_header, None, None
         for chunk in self.source.chunks(**self.options):
             self.n_lines += chunk.n_lines
+            if chunk.part != part:  # the next file of a many-file input: it starts with the header too
+                waiting_for_header, part = self.skip_header, chunk.part
             if waiting_for_header and chunk.records:
-                kept = chunk.kept if chunk.kept is not None else list(range(len(chunk.records)))
-                chunk = Chunk(chunk.records[1:], chunk.first_line, kept[1:], chunk.n_lines)
-                waiting_for_header = False
+                if header is None:
+                    header = chunk.records[0]
+                elif chunk.records[0] != header:
+                    raise chunk.error(0, "the CSV header differs from the first file's; the files are not one table")
+                chunk, waiting_for_header = chunk.without_first(), False
             if chunk.records:
                 yield chunk
 
@@ -88,6 +94,7 @@ class Scan:
     cuts: list[int] | None = None  # byte ranges scanned apart (parallel scans only)
     range_records: list[int] | None = None  # records per range
     lengths: np.ndarray | None = None  # bytes per record, without "\n" (parallel scans only)
+    files: int = 1  # files read as one input (a prefix of part files)
 
     def identify(self) -> None:
         """Wait for the input's size and sha256 if they are still being computed."""
@@ -109,7 +116,7 @@ class RangeScan:
     lengths: np.ndarray | None
 
 
-def scan(source: InputFile, spec: InputSpec, workers: int | None = None) -> Scan:
+def scan(source: Input, spec: InputSpec, workers: int | None = None) -> Scan:
     """Scan ``source`` once; every problem is raised before anything is written.
 
     :param workers: processes for a splittable input; None picks by size and CPUs
@@ -117,11 +124,11 @@ def scan(source: InputFile, spec: InputSpec, workers: int | None = None) -> Scan
     first = source.first_record()
     if first is None:
         raise SplitError(f"input.uri: {source.uri} holds no records (empty, or only blank lines)")
-    fmt = spec.format if spec.format != "auto" else detect_format(source.uri, first)
+    fmt = spec.format if spec.format != "auto" else detect_format(source.sample_uri, first)
     header = first if spec.csv_header and fmt == "csv" else None
     fields = {role: key for role, key in (("label", spec.label), ("group", spec.group)) if key is not None}
     reader = _field_reader(fmt, fields, header)  # a CSV column missing from the header fails here
-    result = Scan(format=fmt, compression=source.compression, header=header)
+    result = Scan(format=fmt, compression=source.compression, header=header, files=len(getattr(source, "parts", [1])))
     processes = _processes(source, workers)
     if processes > 1:
         _scan_parallel(source, reader, result, processes)
@@ -134,7 +141,7 @@ def scan(source: InputFile, spec: InputSpec, workers: int | None = None) -> Scan
     return result
 
 
-def _processes(source: InputFile, workers: int | None) -> int:
+def _processes(source: Input, workers: int | None) -> int:
     if not source.splittable() or not forked.available():
         return 1
     if workers is None:
@@ -208,7 +215,7 @@ def _bounds(ranges: list[RangeScan]) -> list[tuple[int, int]]:
     return list(zip([0, *ends[:-1]], ends, strict=True))
 
 
-def _scan_parallel(source: InputFile, reader: JsonFieldReader | CsvFieldReader, result: Scan, processes: int) -> None:
+def _scan_parallel(source: Input, reader: JsonFieldReader | CsvFieldReader, result: Scan, processes: int) -> None:
     cuts = source.line_starts(processes)
     log.info("reading %s in %d processes", source.uri, processes)
     _FORKED["scan"] = (source, reader, result.header is not None, cuts)
@@ -239,7 +246,7 @@ def _scan_worker(index: int) -> RangeScan | tuple[int, str]:
         return (error.line, error.reason)
 
 
-def _hash(source: InputFile) -> tuple[int, str]:
+def _hash(source: Input) -> tuple[int, str]:
     digest, size = hashlib.sha256(), 0
     with storage.open_read(source.fs, source.path) as handle:
         for block in iter(lambda: handle.read(storage.BLOCK), b""):

@@ -18,7 +18,7 @@ import numpy as np
 from airflow_smx.core import storage
 from airflow_smx.core.folds.assign import HOLDOUT, Assignment, assign_folds, bincount, joint_counts
 from airflow_smx.core.folds.plan import Fold, FoldPlan
-from airflow_smx.core.folds.records import InputFile, SplitError
+from airflow_smx.core.folds.records import Input, SplitError, open_input
 from airflow_smx.core.folds.scan import Scan, scan
 from airflow_smx.core.folds.write import write_parts
 from airflow_smx.core.request import CVSpec, InputSpec
@@ -53,7 +53,7 @@ def split_dataset(
     :param final: also the refit's train channel: every record but the hold-out (``plan.final``)
     :raises SplitError: naming the line or the numbers that make the split impossible
     """
-    source = InputFile(spec.uri, spec.compression, storage_options)
+    source = open_input(spec.uri, spec.compression, storage_options)
     fingerprint = source.fingerprint()
     found = scan(source, spec, workers)
     label_codes, group_codes = found.codes.get("label"), found.codes.get("group")
@@ -97,7 +97,7 @@ def _already_split(fs: Any, folds_path: str, plan: FoldPlan) -> bool:
 
 
 def _write(
-    fs: Any, folds_path: str, source: InputFile, spec: InputSpec, found: Scan, assignment: Assignment, plan: FoldPlan
+    fs: Any, folds_path: str, source: Input, spec: InputSpec, found: Scan, assignment: Assignment, plan: FoldPlan
 ) -> None:
     for repeat in range(assignment.n_repeats):
         targets = {f.index - repeat * plan.n_splits: f.validation for f in plan.folds if f.repeat == repeat}
@@ -171,6 +171,7 @@ def _plan(
             "sha256": found.sha256,
             "format": found.format,
             "compression": found.compression,
+            "files": found.files,
             "label": spec.label,
             "group": spec.group,
             "csv_header": found.header.decode("utf-8", errors="replace").rstrip("\r") if found.header else None,

@@ -18,13 +18,13 @@ import numpy as np
 from airflow_smx.core import storage
 from airflow_smx.core.folds.assign import CHUNK
 from airflow_smx.core.folds.processes import run_forked
-from airflow_smx.core.folds.records import InputFile, SplitError
+from airflow_smx.core.folds.records import Input, SplitError
 from airflow_smx.core.folds.scan import Records, Scan
 
 _FORKED: dict[str, Any] = {}
 
 
-def write_parts(fs: Any, source: InputFile, found: Scan, folds: np.ndarray, targets: dict[int, str]) -> None:
+def write_parts(fs: Any, source: Input, found: Scan, folds: np.ndarray, targets: dict[int, str]) -> None:
     """Write the records whose fold code (in ``folds``, one per record) has a target path.
 
     :param targets: fold code (HOLDOUT for the hold-out) -> scheme-less output path
@@ -35,11 +35,11 @@ def write_parts(fs: Any, source: InputFile, found: Scan, folds: np.ndarray, targ
         _write_sequential(fs, source, found, folds, targets)
 
 
-def _changed(source: InputFile) -> SplitError:
+def _changed(source: Input) -> SplitError:
     return SplitError(f"input.uri: {source.uri} changed while it was being split; run the split again")
 
 
-def _write_sequential(fs: Any, source: InputFile, found: Scan, folds: np.ndarray, targets: dict[int, str]) -> None:
+def _write_sequential(fs: Any, source: Input, found: Scan, folds: np.ndarray, targets: dict[int, str]) -> None:
     handles: dict[int, IO[bytes]] = {}
     try:
         for code, path in targets.items():
@@ -75,7 +75,7 @@ def _by_fold(records: list[bytes], codes: np.ndarray) -> Iterator[tuple[int, byt
         yield code, b"\n".join(ordered[begin:end])
 
 
-def _write_parallel(fs: Any, source: InputFile, found: Scan, folds: np.ndarray, targets: dict[int, str]) -> None:
+def _write_parallel(fs: Any, source: Input, found: Scan, folds: np.ndarray, targets: dict[int, str]) -> None:
     codes = sorted(targets)
     slot = np.full(folds.max() + 2, -1, dtype=np.int64)  # fold code + 1 -> column in the size table
     slot[np.array(codes) + 1] = np.arange(len(codes))

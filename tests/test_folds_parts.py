@@ -1,0 +1,121 @@
+"""An input of many files (a prefix of part files, as Spark, Glue, Athena or Firehose write it):
+records numbered across the files in key order, folds equal to scikit-learn's over the
+concatenation, each file gzip or not, a CSV header in each, errors naming the file."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.model_selection import StratifiedKFold
+
+from airflow_smx.core.folds import SplitError, split_dataset
+from airflow_smx.core.request import CVSpec, InputSpec
+from tests.conftest import make_records
+
+HEADER = b"id,class,patient"
+
+
+def csv_lines(records: list[dict]) -> list[bytes]:
+    return [f"{r['id']},{r['class']},{r['meta']['patient']}".encode() for r in records]
+
+
+def write_parts(folder: Path, lines: list[bytes], n_parts: int, header: bytes | None = HEADER) -> list[Path]:
+    """``lines`` cut into ``n_parts`` files, every third gzip-compressed, each with ``header``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, len(lines), n_parts + 1).astype(int)
+    paths = []
+    for i in range(n_parts):
+        body = b"".join(line + b"\n" for line in ([header] if header else []) + lines[bounds[i] : bounds[i + 1]])
+        gz = i % 3 == 0
+        path = folder / f"part-{i:05d}.csv{'.gz' if gz else ''}"
+        path.write_bytes(gzip.compress(body) if gz else body)
+        paths.append(path)
+    return paths
+
+
+def ids_of(uri: str) -> list[int]:
+    lines = Path(uri.removeprefix("file://")).read_bytes().splitlines()
+    return [int(line.split(b",")[0]) for line in lines if line != HEADER]
+
+
+def test_a_prefix_of_100_parts_splits_as_their_concatenation(tmp_path):
+    records = make_records(3000, seed=4)
+    write_parts(tmp_path / "export", csv_lines(records), 100)
+    (tmp_path / "export" / "_SUCCESS").write_bytes(b"")  # Spark's marker, and an empty file: not parts
+    (tmp_path / "export" / ".part-00000.csv.crc").write_bytes(b"\x00crc")
+    spec = InputSpec(uri=(tmp_path / "export").as_uri() + "/", label="class", csv_header=True)
+    plan = split_dataset(spec, CVSpec(strategy="stratified", n_splits=5, random_state=9), (tmp_path / "out").as_uri())
+
+    assert (plan.n_records, plan.input["files"], plan.input["compression"]) == (3000, 100, "mixed")
+    y = np.array([r["class"] for r in records])  # records in key order = the concatenation's
+    expected = [test.tolist() for _, test in StratifiedKFold(5, shuffle=True, random_state=9).split(y, y)]
+    assert [ids_of(f.validation) for f in plan.folds] == expected
+    # parts hold records only, the header is written once; train channels list our parts, not copies
+    assert (tmp_path / "out" / "header.csv").read_bytes() == HEADER + b"\n"
+    manifest = json.loads(Path(plan.folds[0].train_manifest.removeprefix("file://")).read_text())
+    assert manifest[1:] == [f"part-0000{i}.csv" for i in range(1, 5)]
+
+
+def test_parts_are_numbered_in_key_order(tmp_path):
+    """S3 lists keys in byte order: part-10 comes before part-9, and so do its records."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "part-9.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in range(0, 10)))
+    (folder / "part-10.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in range(10, 20)))
+    plan = split_dataset(
+        InputSpec(uri=folder.as_uri() + "/"), CVSpec(n_splits=2, shuffle=False), (tmp_path / "out").as_uri()
+    )
+    first = [json.loads(line)["id"] for line in Path(plan.folds[0].validation[7:]).read_text().splitlines()]
+    assert first == list(range(10, 20))  # fold 0 (unshuffled) holds the first 10 records: part-10's
+
+
+def test_a_prefix_on_s3_splits_like_the_same_records_in_one_file(s3, tmp_path):
+    records = make_records(1200, seed=8)
+    lines = csv_lines(records)
+    for path in write_parts(tmp_path / "parts", lines, 7):
+        s3.put_object(Bucket="bucket", Key=f"exports/table/{path.name}", Body=path.read_bytes())
+    one = tmp_path / "one.csv"
+    one.write_bytes(b"".join(line + b"\n" for line in [HEADER, *lines]))
+    cv = CVSpec(strategy="stratified_group", n_splits=4, random_state=3, holdout=0.1)
+
+    def spec(uri: str) -> InputSpec:
+        return InputSpec(uri=uri, label="class", group="patient", csv_header=True)
+
+    on_s3 = split_dataset(spec("s3://bucket/exports/table/"), cv, "s3://bucket/runs/r1/folds")
+    local = split_dataset(spec(one.as_uri()), cv, (tmp_path / "out").as_uri())
+    for ours, theirs in zip([*on_s3.folds, on_s3], [*local.folds, local], strict=True):
+        key = (ours.validation if hasattr(ours, "validation") else ours.holdout).removeprefix("s3://bucket/")
+        theirs_uri = theirs.validation if hasattr(theirs, "validation") else theirs.holdout
+        assert s3.get_object(Bucket="bucket", Key=key)["Body"].read() == Path(theirs_uri[7:]).read_bytes()
+    assert on_s3.input["files"] == 7 and on_s3.n_holdout == local.n_holdout
+
+
+def test_a_bad_record_is_named_by_its_file_and_line(tmp_path):
+    paths = write_parts(tmp_path / "in", csv_lines(make_records(300, seed=1)), 4, header=None)
+    plain = paths[2]  # part 2 is not compressed
+    lines = plain.read_bytes().splitlines()
+    lines[4] = b'7,"c0,p1'  # an unclosed quote on line 5 of that file
+    plain.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(SplitError, match=rf"{plain.as_uri()} line 5: malformed CSV"):
+        split_dataset(InputSpec(uri=(tmp_path / "in").as_uri() + "/", label=1), CVSpec(), (tmp_path / "o").as_uri())
+    assert not (tmp_path / "o").exists()
+
+
+def test_parts_must_share_the_header(tmp_path):
+    paths = write_parts(tmp_path / "in", csv_lines(make_records(200, seed=1)), 3)
+    other = paths[1]  # not compressed
+    other.write_bytes(other.read_bytes().replace(HEADER, b"id,label,patient", 1))
+    spec = InputSpec(uri=(tmp_path / "in").as_uri() + "/", label="class", csv_header=True)
+    with pytest.raises(SplitError, match=rf"{other.as_uri()} line 1: the CSV header differs from the first file's"):
+        split_dataset(spec, CVSpec(), (tmp_path / "o").as_uri())
+
+
+def test_a_prefix_with_no_parts_is_refused(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "_SUCCESS").write_bytes(b"")
+    with pytest.raises(SplitError, match=r"input.uri: no files under the prefix"):
+        split_dataset(InputSpec(uri=(tmp_path / "in").as_uri() + "/"), CVSpec(), (tmp_path / "o").as_uri())
