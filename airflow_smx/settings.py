@@ -66,6 +66,14 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "The deployment's choice: a request cannot approve its own model.",
         "default": "PendingManualApproval",
     },
+    "warm_pool_seconds": {
+        "description": "When a run has more jobs than the pool trains at once, keep each job's instances warm "
+        "this long after it ends (SageMaker's KeepAlivePeriodInSeconds, 0 to 3600), so the next fold starts "
+        "on them instead of waiting minutes for new ones. Warm instances bill as running while they wait: "
+        "counted in max_instance_hours. 0: never. A request opts out with "
+        "training.ResourceConfig.KeepAlivePeriodInSeconds: 0; spot training never gets one.",
+        "default": "600",
+    },
     "aws_conn_id": {"description": "Airflow connection for SageMaker and S3.", "default": "aws_default"},
     "pool": {
         "description": "Pool bounding the ml instances of all CV runs; each fold takes InstanceCount slots. "
@@ -115,6 +123,7 @@ def policy() -> Policy:
         max_runtime_seconds=int(get("max_runtime_seconds")),
         max_instance_hours=float(get("max_instance_hours")),
         local_commands=_local_commands(),
+        warm_pool_seconds=int(get("warm_pool_seconds")),
     )
 
 

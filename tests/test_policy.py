@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from airflow_smx.core.form import form_fields, request_from_form
-from airflow_smx.core.policy import LocalCommand, Policy
+from airflow_smx.core.policy import LocalCommand, Policy, WorstCase
 from airflow_smx.core.request import RequestError, in_user_terms, parse_request
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -196,6 +196,54 @@ def test_a_warm_pool_counts_in_the_worst_case():
     assert problems(conf) == [
         "training: worst case 6 jobs x 4 x ml.m5.xlarge x 6 h = 144 instance-hours, above [smx] max_instance_hours 100"
     ]
+
+
+def warmed(conf: dict, pool_slots: int = 2, policy: Policy = DEPLOYMENT) -> dict:
+    """The request's ResourceConfig after the deployment's warm pool default."""
+    request = parse_request(conf, default_backend=policy.default_backend)
+    return policy.with_warm_pool(request, pool_slots).training.ResourceConfig
+
+
+def test_jobs_that_outnumber_the_pool_keep_their_instances_warm_for_the_next_fold():
+    ten = {**sagemaker_request(), "cv": {"n_splits": 10}}
+    assert warmed(ten)["KeepAlivePeriodInSeconds"] == 600  # 11 jobs (the refit too), a pool of 2
+    assert (
+        warmed(ten, policy=Policy(allowed_prefixes=("s3://bucket/cv",), warm_pool_seconds=120))[
+            "KeepAlivePeriodInSeconds"
+        ]
+        == 120
+    )
+    # ... and the worst case counts the idle time: 11 jobs x (1 h + 10 min)
+    warm = DEPLOYMENT.with_warm_pool(parse_request({**ten, "refit": True}), 2)
+    assert str(WorstCase.of(warm)) == "worst case 11 jobs x 1 x ml.m5.xlarge x 1.16667 h = 12.8333 instance-hours"
+
+
+def test_no_warm_pool_where_it_could_not_serve_or_was_declined():
+    three = {**sagemaker_request(), "cv": {"n_splits": 3}, "refit": False}
+    assert "KeepAlivePeriodInSeconds" not in warmed(three, pool_slots=3)  # every job starts at once
+    assert "KeepAlivePeriodInSeconds" in warmed(three, pool_slots=2)
+    declined = sagemaker_request(ResourceConfig={"InstanceType": "ml.m5.xlarge", "KeepAlivePeriodInSeconds": 0})
+    assert warmed(declined)["KeepAlivePeriodInSeconds"] == 0  # the request's own choice
+    spot = sagemaker_request(EnableManagedSpotTraining=True, StoppingCondition={"MaxWaitTimeInSeconds": 7200})
+    assert "KeepAlivePeriodInSeconds" not in warmed(spot)  # SageMaker keeps no warm pool for spot
+    off = Policy(allowed_prefixes=("s3://bucket/cv",), warm_pool_seconds=0)
+    assert "KeepAlivePeriodInSeconds" not in warmed(sagemaker_request(), policy=off)
+
+
+def test_a_warm_pool_sagemaker_would_refuse_is_refused_before_any_job():
+    long = sagemaker_request(ResourceConfig={"InstanceType": "ml.m5.xlarge", "KeepAlivePeriodInSeconds": 7200})
+    assert problems(long) == ["training.ResourceConfig.KeepAlivePeriodInSeconds: 7200 is above SageMaker's 3600"]
+    spot = sagemaker_request(
+        EnableManagedSpotTraining=True,
+        ResourceConfig={"InstanceType": "ml.m5.xlarge", "KeepAlivePeriodInSeconds": 60},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200},
+    )
+    assert problems(spot) == [
+        "training.ResourceConfig.KeepAlivePeriodInSeconds: managed spot training keeps no warm pool; set 0 or "
+        "turn EnableManagedSpotTraining off"
+    ]
+    with pytest.raises(ValueError, match=r"\[smx\] warm_pool_seconds must be 0 to 3600, got 86400"):
+        Policy(warm_pool_seconds=86400)
 
 
 def test_the_local_backend_is_the_deployments_choice():

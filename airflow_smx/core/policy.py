@@ -45,6 +45,8 @@ COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # connections, AWS credentials) is not inherited. These few are passed for a sane process.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 
+MAX_KEEP_ALIVE = 3600  # SageMaker's most KeepAlivePeriodInSeconds (a warm pool's idle hour)
+
 
 @dataclass(frozen=True)
 class LocalCommand:
@@ -92,6 +94,7 @@ class Policy:
     max_runtime_seconds: int = SAGEMAKER_DEFAULT_RUNTIME
     max_instance_hours: float = 100.0
     local_commands: Mapping[str, LocalCommand] = field(default_factory=dict)
+    warm_pool_seconds: int = 600
 
     def __post_init__(self) -> None:
         for prefix in self.allowed_prefixes:
@@ -99,6 +102,8 @@ class Policy:
                 raise ValueError(f"[smx] allowed_prefixes: {prefix!r} is not an s3:// or file:/// prefix")
         if self.max_instance_count < 1:
             raise ValueError(f"[smx] max_instance_count must be >= 1, got {self.max_instance_count}")
+        if not 0 <= self.warm_pool_seconds <= MAX_KEEP_ALIVE:
+            raise ValueError(f"[smx] warm_pool_seconds must be 0 to {MAX_KEEP_ALIVE}, got {self.warm_pool_seconds}")
         for name, command in self.local_commands.items():
             if not COMMAND_NAME.match(name) or not command.argv:
                 raise ValueError(f"[smx] local_commands: {name!r} needs a name of letters, digits, -_. and a command")
@@ -111,6 +116,29 @@ class Policy:
     @property
     def backends(self) -> list[str]:
         return ["local", "sagemaker"] if self.local_commands else ["sagemaker"]
+
+    def with_warm_pool(self, request: CVRequest, pool_slots: int) -> CVRequest:
+        """``request``, its jobs kept warm ``warm_pool_seconds`` after they end when they are more than
+        the pool trains at once: a later fold then starts on a finished one's instances (SageMaker
+        matches type, count, volume, role and VPC, which all of a run's jobs share) instead of
+        waiting minutes for new ones. Not for a request that sets KeepAlivePeriodInSeconds itself
+        (0 opts out), nor for managed spot training, which SageMaker keeps no warm pool for.
+
+        :param pool_slots: the pool's size in ml instances ([smx] pool_slots)
+        """
+        training = request.training
+        resources = dict(training.ResourceConfig or {})
+        outnumbered = WorstCase.of(request).jobs * training.instance_count > pool_slots
+        if (
+            request.backend != "sagemaker"
+            or not self.warm_pool_seconds
+            or "KeepAlivePeriodInSeconds" in resources
+            or training.EnableManagedSpotTraining
+            or not outnumbered
+        ):
+            return request
+        resources["KeepAlivePeriodInSeconds"] = self.warm_pool_seconds
+        return request.model_copy(update={"training": training.model_copy(update={"ResourceConfig": resources})})
 
     def problems(self, request: CVRequest) -> list[str]:
         """One ``path: message`` line per way ``request`` exceeds this deployment's bounds."""
@@ -186,6 +214,7 @@ class Policy:
         problems += self._role_problems(request)
         problems += self._instance_problems(request)
         problems += self._runtime_problems(request)
+        problems += _warm_pool_problems(request)
         if not problems:  # the worst case only means something for a request within the other bounds
             problems += self._spend_problems(request)
         return problems
@@ -283,6 +312,18 @@ def max_runtime(request: CVRequest) -> int:
     """The longest a fold's job may train (SageMaker's default when the request sets none)."""
     stopping = request.training.StoppingCondition or {}
     return int(stopping.get("MaxRuntimeInSeconds", SAGEMAKER_DEFAULT_RUNTIME))
+
+
+def _warm_pool_problems(request: CVRequest) -> list[str]:
+    seconds = warm_pool_seconds(request)
+    if seconds > MAX_KEEP_ALIVE:
+        return [f"training.ResourceConfig.KeepAlivePeriodInSeconds: {seconds} is above SageMaker's {MAX_KEEP_ALIVE}"]
+    if seconds and request.training.EnableManagedSpotTraining:
+        return [
+            "training.ResourceConfig.KeepAlivePeriodInSeconds: managed spot training keeps no warm pool; "
+            "set 0 or turn EnableManagedSpotTraining off"
+        ]
+    return []
 
 
 def warm_pool_seconds(request: CVRequest) -> int:

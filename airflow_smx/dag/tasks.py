@@ -70,6 +70,7 @@ def check_request(stored: dict[str, Any] | None = None, largest_slot: int = 1, *
     try:
         raw, original = request_of(dag_run.conf or stored or {}, dict(context["params"]))
         request = parse_request(raw, default_backend=policy.default_backend)
+        request = policy.with_warm_pool(request, int(settings.get("pool_slots")))
         problems = policy.problems(request)
         slots = backend(request.backend, settings.get("aws_conn_id")).pool_slots(request)
         if slots > largest_slot:

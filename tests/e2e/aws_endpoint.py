@@ -6,7 +6,13 @@ moto's server (S3, SageMaker, ...) on a free loopback port, with tests/sagemaker
 additions. A job stays InProgress for ``e2e_seconds`` (a hyperparameter; 4 by default), then
 completes with per-fold metrics and billing, or, if its name ends with ``fold{e2e_fail_fold}``
 (a first attempt), fails with an AlgorithmError; StopTrainingJob stops it. ``e2e_score_offset``
-is added to every score (a run of a better or worse model). STATUS_FILE (JSON)
+is added to every score (a run of a better or worse model).
+
+Provisioning and warm pools, as SageMaker has them: a job first waits ``e2e_provision_seconds``
+(0 by default) for its instances, unless a warm pool matches it (same instance type, count,
+volume, role and VPC), which it then takes over and starts on at once. A job whose
+``KeepAlivePeriodInSeconds`` is above 0 leaves a warm pool when it ends (completed, failed or
+stopped), available that long to one later job. STATUS_FILE (JSON)
 holds the endpoint, every job seen, the most jobs and instances InProgress at any one moment,
 in all and per Airflow run (the airflow_run_id tag), and the faults injected. It is rewritten
 on every change. Runs until SIGTERM.
@@ -108,13 +114,46 @@ def run_of(job: Any) -> str:
     return next((tag["Value"] for tag in job.tags if tag["Key"] == "airflow_run_id"), "")
 
 
-def describe(job: Any) -> dict[str, Any]:
+def describe(job: Any, warm: dict[str, str]) -> dict[str, Any]:
     return {
         "status": job.training_job_status,
         "instances": job.resource_config["InstanceCount"],
         "tags": {tag["Key"]: tag["Value"] for tag in job.tags},
         "hyperparameters": job.hyper_parameters,
+        "started_on": warm.get(job.training_job_name),  # "new instances", or the warm pool it reused
     }
+
+
+def pool_match(job: Any) -> str:
+    """What SageMaker matches a warm pool on: instance type, count, volume, role, VPC."""
+    resources = job.resource_config
+    keys = ("InstanceType", "InstanceCount", "VolumeSizeInGB")
+    return json.dumps([*(resources.get(k) for k in keys), job.role_arn, job.vpc_config], sort_keys=True)
+
+
+class WarmPools:
+    """Instances kept after a job with KeepAlivePeriodInSeconds, each until reused or expired."""
+
+    def __init__(self) -> None:
+        self.available: list[tuple[str, float, str]] = []  # (match, expires, the job that left it)
+        self.started_on: dict[str, str] = {}  # job -> "new instances" or the job whose pool it reused
+
+    def start(self, job: Any, now: float) -> float:
+        """Where ``job`` starts; the seconds it waits for instances."""
+        self.available = [pool for pool in self.available if pool[1] > now]
+        match = pool_match(job)
+        for pool in self.available:
+            if pool[0] == match:
+                self.available.remove(pool)
+                self.started_on[job.training_job_name] = pool[2]
+                return 0.0
+        self.started_on[job.training_job_name] = "new instances"
+        return float((job.hyper_parameters or {}).get("e2e_provision_seconds", 0))
+
+    def end(self, job: Any, now: float) -> None:
+        keep = int(job.resource_config.get("KeepAlivePeriodInSeconds", 0))
+        if keep > 0:
+            self.available.append((pool_match(job), now + keep, job.training_job_name))
 
 
 class Jobs:
@@ -126,6 +165,9 @@ class Jobs:
         self.status_file = status_file
         self.endpoint = endpoint
         self.started: dict[str, float] = {}
+        self.provisioning: dict[str, float] = {}  # seconds each job waits for instances
+        self.ended: set[str] = set()
+        self.warm = WarmPools()
         self.peaks: dict[str, dict[str, int]] = {}  # "*" for all jobs, else per airflow_run_id tag
         self.written = ""
 
@@ -134,11 +176,18 @@ class Jobs:
         jobs = list(backend.training_jobs.values()) if backend else []
         now = time.monotonic()
         for job in jobs:
+            name = job.training_job_name
             if job.training_job_status != "InProgress":
+                if name in self.started and name not in self.ended:  # stopped by a client, or failed
+                    self.ended.add(name)
+                    self.warm.end(job, now)
                 continue
-            start = self.started.setdefault(job.training_job_name, now)
+            if name not in self.started:
+                self.started[name] = now
+                self.provisioning[name] = self.warm.start(job, now)
             hyperparameters = job.hyper_parameters or {}
-            if now - start < float(hyperparameters.get("e2e_seconds", DEFAULT_SECONDS)):
+            seconds = self.provisioning[name] + float(hyperparameters.get("e2e_seconds", DEFAULT_SECONDS))
+            if now - self.started[name] < seconds:
                 continue
             if job.training_job_name.endswith(f"fold{hyperparameters.get('e2e_fail_fold', '')}"):
                 reason = "AlgorithmError: ValueError: could not convert string to float: 'n/a'"
@@ -147,6 +196,8 @@ class Jobs:
                 offset = float(hyperparameters.get("e2e_score_offset", 0))  # a better or worse model, per run
                 metrics = {k: v + offset for k, v in fold_metrics(job.training_job_name).items()}
                 self.fake.finish(job.training_job_name, metrics=metrics)
+            self.ended.add(name)
+            self.warm.end(job, now)
         self.faults.refresh()
         self.record(jobs)
 
@@ -160,7 +211,7 @@ class Jobs:
             peak["instances"] = max(peak["instances"], sum(job.resource_config["InstanceCount"] for job in mine))
         status = {
             "endpoint": self.endpoint,
-            "jobs": {job.training_job_name: describe(job) for job in jobs},
+            "jobs": {job.training_job_name: describe(job, self.warm.started_on) for job in jobs},
             "peaks": self.peaks,
             "faults": dict(self.faults.injected),
         }

@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e.checks import cancel_stops_jobs, mark_failed, run_within_pool
+from tests.e2e.checks import cancel_stops_jobs, mark_failed, run_within_pool, succeeds
 from tests.e2e.deployment import (
     BUCKET,
     DAG_ID,
@@ -152,3 +152,31 @@ def test_retraining_registers_a_version_only_when_the_gate_lets_the_model_throug
         seconds=[round(w.seconds, 1) for w in (first, worse, better)],
         test_scores=summary["model"]["test"],
     )
+
+
+def test_warm_pools_spare_later_folds_the_wait_for_instances(deployment: Deployment) -> None:
+    """10 folds on a pool of 2, every job waiting PROVISION seconds for new instances (SageMaker's
+    minutes, shortened): a request that opts out of warm pools waits in each of its 5 waves; with
+    the deployment's default, only the first wave waits, and each later fold starts on the warm
+    instances of one that ended. Trigger-to-result of both go to the report (and bench/README.md)."""
+    provision, figures = 8, {}
+    for label, keep_alive in (("opted out", 0), ("warm pools", None)):
+        conf = sagemaker_request("e2e-cold" if keep_alive == 0 else "e2e-warm", n_splits=10, seconds=2)
+        conf["training"]["HyperParameters"]["e2e_provision_seconds"] = str(provision)
+        # a volume no other test's jobs have: their warm pools (still available) cannot match
+        conf["training"]["ResourceConfig"]["VolumeSizeInGB"] = 11
+        if keep_alive is not None:
+            conf["training"]["ResourceConfig"]["KeepAlivePeriodInSeconds"] = keep_alive
+        run_id, watched = succeeds(deployment, conf, "train_fold")
+        jobs = deployment.aws.jobs(run_id)
+        assert len(jobs) == 10 and deployment.aws.peak(run_id)["instances"] <= POOL_SLOTS
+        started_on = [job["started_on"] for job in jobs.values()]
+        figures[label] = {
+            "trigger_to_result_seconds": round(watched.seconds, 1),
+            "jobs_on_new_instances": started_on.count("new instances"),
+        }
+        if keep_alive is None:  # each reused pool was left by another job of this run
+            assert set(started_on) - {"new instances"} <= set(jobs), started_on
+    assert figures["opted out"]["jobs_on_new_instances"] == 10
+    assert figures["warm pools"]["jobs_on_new_instances"] == POOL_SLOTS  # the first wave only
+    record("warm pools, 10 folds on a pool of 2", provision_seconds=provision, train_seconds=2, **figures)
