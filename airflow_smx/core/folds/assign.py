@@ -16,6 +16,8 @@ made per class or per group run on scikit-learn's code where it is public.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from math import ceil
@@ -69,12 +71,13 @@ def assign_folds(
     n_kept = n - (int(np.count_nonzero(held)) if held is not None else 0)
     _check_feasible(cv, n, n_kept, kept_labels, kept_groups, label_values)
     folds = np.full((cv.n_repeats, n), HOLDOUT, dtype=FOLD_DTYPE)
+    kept = ~held if held is not None else None
     try:
         for repeat, row in enumerate(_kept_folds(cv, n_kept, kept_labels, kept_groups)):
-            if held is None:
+            if kept is None:
                 folds[repeat] = row
             else:
-                folds[repeat, ~held] = row
+                folds[repeat][kept] = row  # not folds[repeat, kept]: mixed with an int, numpy makes the mask int64
     except ValueError as error:
         raise SplitError(f"cv: {error}") from None
     return Assignment(folds=folds)
@@ -211,13 +214,36 @@ def _group(groups: np.ndarray, k: int, rng: np.random.RandomState | None) -> np.
             to_fold[chunk] = fold
     else:  # the largest groups first, each to the lightest fold
         sizes = bincount(inverse, minlength=len(present))
-        order = np.argsort(sizes, kind="stable")[::-1]
+        order = np.argsort(sizes, kind=_group_sort_kind())[::-1]
         per_fold = np.zeros(k)
         for group in order:
             lightest = np.argmin(per_fold)
             per_fold[lightest] += sizes[group]
             to_fold[group] = lightest
     return to_fold[inverse]
+
+
+@functools.cache
+def _installed(splitter: str) -> str:
+    """The installed scikit-learn's code of ``splitter``'s test indices. Two of its rules changed
+    between the versions the MWAA images install; reading them here keeps the folds the
+    installed version's (tests/test_folds_sklearn.py runs on each image's version)."""
+    from sklearn import model_selection
+
+    return inspect.getsource(getattr(model_selection, splitter)._iter_test_indices)
+
+
+def _group_sort_kind() -> str | None:
+    """The sort GroupKFold ranks groups by size with: stable since scikit-learn 1.9, numpy's
+    default before (which orders more than 16 tied sizes otherwise)."""
+    code = _installed("GroupKFold")
+    return "stable" if 'argsort(n_samples_per_group, kind="stable")' in code else None
+
+
+def _shuffled_groups_remapped() -> bool:
+    """Whether StratifiedGroupKFold maps its shuffled rows back to their groups. Up to scikit-learn
+    1.7 it shuffled the rows only, so the fold chosen for row r's counts went to group r."""
+    return "inv_perm" in _installed("StratifiedGroupKFold")
 
 
 def _stratified_group(
@@ -234,9 +260,10 @@ def _stratified_group(
     slot = np.arange(len(present))  # the group's row in per_group, shuffled or not
     if rng is not None:
         perm = np.arange(len(present))
-        rng.shuffle(perm)
+        rng.shuffle(perm)  # the draws of shuffling the rows themselves, as scikit-learn 1.7 does
         per_group = per_group[perm]
-        slot[perm] = np.arange(len(present))
+        if _shuffled_groups_remapped():
+            slot[perm] = np.arange(len(present))
     per_fold = np.zeros((k, len(class_present)))
     fold_of_row = np.empty(len(present), dtype=FOLD_DTYPE)
     for row in np.argsort(-np.std(per_group, axis=1), kind="stable"):
