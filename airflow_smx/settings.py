@@ -47,8 +47,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "default": str(Policy.max_runtime_seconds),
     },
     "max_instance_hours": {
-        "description": "Ceiling on one run's worst case: folds x InstanceCount x (MaxRuntimeInSeconds + "
-        "KeepAlivePeriodInSeconds) in instance-hours.",
+        "description": "Ceiling on one run's worst case in instance-hours: jobs (the folds and the refit) x "
+        "InstanceCount x MaxRuntimeInSeconds, plus the folds' KeepAlivePeriodInSeconds.",
         "default": f"{Policy.max_instance_hours:g}",
     },
     "local_commands": {
@@ -67,11 +67,12 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "default": "PendingManualApproval",
     },
     "warm_pool_seconds": {
-        "description": "When a run has more jobs than the pool trains at once, keep each job's instances warm "
+        "description": "When a run has more folds than the pool trains at once, keep each fold's instances warm "
         "this long after it ends (SageMaker's KeepAlivePeriodInSeconds, 0 to 3600), so the next fold starts "
         "on them instead of waiting minutes for new ones. Warm instances bill as running while they wait: "
-        "counted in max_instance_hours. 0: never. A request opts out with "
-        "training.ResourceConfig.KeepAlivePeriodInSeconds: 0; spot training never gets one.",
+        "counted in max_instance_hours, and not added where they would exceed it. 0: never. A request opts "
+        "out with training.ResourceConfig.KeepAlivePeriodInSeconds: 0; spot training never gets one. The "
+        "account needs a warm-pool quota for the instance type.",
         "default": "600",
     },
     "aws_conn_id": {"description": "Airflow connection for SageMaker and S3.", "default": "aws_default"},

@@ -263,8 +263,11 @@ def test_a_dry_run_reports_folds_job_names_and_spend_and_writes_nothing_else(run
     assert sum(f["class_counts"]["validation"]["c2"] for f in folds) == 66
     stamp = report["cv_run_id"].removeprefix("iris-xgboost-")
     assert [f["job_name"] for f in folds] == [f"crossvalidator-iris-xgboost-{stamp}-fold{i}" for i in range(5)]
-    assert report["worst_case"]["instance_hours"] == pytest.approx((5 + 1) * 600 / 3600)  # the folds and the refit
-    assert report["worst_case"]["text"] == "worst case 6 jobs x 1 x ml.m5.large x 0.166667 h = 1 instance-hours"
+    # the folds and the refit train 10 min; 5 folds on a pool of 4: each fold's instance may then idle 10 min warm
+    assert report["worst_case"]["instance_hours"] == pytest.approx((5 + 1) * 600 / 3600 + 5 * 600 / 3600)
+    assert report["worst_case"]["text"] == (
+        "worst case 6 jobs x 1 x ml.m5.large x 0.166667 h + 5 warm pools x 1 x 0.166667 h = 1.83333 instance-hours"
+    )
 
 
 def test_the_gate_promotes_a_first_run_stops_a_worse_one_and_promotes_a_better_one(run_dag, sagemaker, s3):
@@ -290,6 +293,10 @@ def test_the_gate_promotes_a_first_run_stops_a_worse_one_and_promotes_a_better_o
     (refit,) = [c for c in sagemaker.creates if c["name"].endswith("-final")]
     assert [c["ChannelName"] for c in refit["input_data_config"]] == ["train", "validation"]
     assert refit["hyper_parameters"]["rows"] == "160"  # 200 records, 40 held out
+    # 5 folds on a pool of 4 keep their instances warm for the next fold; nothing follows the refit
+    folds = [c for c in sagemaker.creates if "-fold" in c["name"]]
+    assert {c["resource_config"].get("KeepAlivePeriodInSeconds") for c in folds} == {600}
+    assert "KeepAlivePeriodInSeconds" not in refit["resource_config"]
 
     worse = run_dag(gated, lambda fold: {"metrics": {"validation:accuracy": ACCURACY[fold] - 0.05 - 0.002 * fold}})
     assert worse.state == "failed" and states(worse)[("aggregate_results", -1)] == "failed"

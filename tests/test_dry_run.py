@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from airflow_smx.core.dry_run import dry_run_report, dry_run_text
 from airflow_smx.core.folds import split_dataset
 from airflow_smx.core.request import parse_request
@@ -36,15 +38,16 @@ def test_the_plan_of_a_dry_run_is_the_real_splits_and_nothing_is_written(tmp_pat
 
     names = [f"job-{fold.index}" for fold in planned.folds]
     report = dry_run_report(request, planned, names, "probe-run")
-    assert (
-        report["worst_case"]["instance_hours"] == (3 + 1) * 2 * 1.0
-    )  # 3 folds and the refit, (3000 s + a 600 s warm pool) x 2 instances
+    # 3 folds and the refit train 3000 s on 2 instances; the folds' instances then idle 600 s warm
+    assert report["worst_case"]["instance_hours"] == pytest.approx((3 + 1) * 2 * 3000 / 3600 + 3 * 2 * 600 / 3600)
     text = dry_run_text(report)
     assert text.startswith("Dry run probe-run: nothing was written and no job started.")
     assert f"300 records, {len(planned.classes)} classes" in text and f"hold-out {planned.n_holdout}" in text
     for fold in planned.folds:
         assert f"job-{fold.index}  {fold.n_train:>9}  {fold.n_validation:>10}" in text
-    assert text.rstrip().endswith("worst case 4 jobs x 2 x ml.m5.xlarge x 1 h = 8 instance-hours.")
+    assert text.rstrip().endswith(
+        "worst case 4 jobs x 2 x ml.m5.xlarge x 0.833333 h + 3 warm pools x 2 x 0.166667 h = 7.66667 instance-hours."
+    )
 
 
 def test_the_example_is_a_dry_run_of_the_xgboost_example():

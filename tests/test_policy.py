@@ -193,8 +193,10 @@ def test_rule_evaluator_instances_and_volumes_are_bounded_too():
 def test_a_warm_pool_counts_in_the_worst_case():
     warm = {"InstanceType": "ml.m5.xlarge", "InstanceCount": 4, "KeepAlivePeriodInSeconds": 3600}
     conf = sagemaker_request(ResourceConfig=warm, StoppingCondition={"MaxRuntimeInSeconds": 18000})
+    # 6 jobs train 5 h; the 5 folds' instances then idle an hour (the refit, last, keeps none)
     assert problems(conf) == [
-        "training: worst case 6 jobs x 4 x ml.m5.xlarge x 6 h = 144 instance-hours, above [smx] max_instance_hours 100"
+        "training: worst case 6 jobs x 4 x ml.m5.xlarge x 5 h + 5 warm pools x 4 x 1 h = 140 instance-hours, "
+        "above [smx] max_instance_hours 100"
     ]
 
 
@@ -206,16 +208,18 @@ def warmed(conf: dict, pool_slots: int = 2, policy: Policy = DEPLOYMENT) -> dict
 
 def test_jobs_that_outnumber_the_pool_keep_their_instances_warm_for_the_next_fold():
     ten = {**sagemaker_request(), "cv": {"n_splits": 10}}
-    assert warmed(ten)["KeepAlivePeriodInSeconds"] == 600  # 11 jobs (the refit too), a pool of 2
+    assert warmed(ten)["KeepAlivePeriodInSeconds"] == 600  # 10 folds, a pool of 2
     assert (
         warmed(ten, policy=Policy(allowed_prefixes=("s3://bucket/cv",), warm_pool_seconds=120))[
             "KeepAlivePeriodInSeconds"
         ]
         == 120
     )
-    # ... and the worst case counts the idle time: 11 jobs x (1 h + 10 min)
+    # ... and the worst case counts the folds' idle time: 11 jobs x 1 h + 10 folds x 10 min
     warm = DEPLOYMENT.with_warm_pool(parse_request({**ten, "refit": True}), 2)
-    assert str(WorstCase.of(warm)) == "worst case 11 jobs x 1 x ml.m5.xlarge x 1.16667 h = 12.8333 instance-hours"
+    assert str(WorstCase.of(warm)) == (
+        "worst case 11 jobs x 1 x ml.m5.xlarge x 1 h + 10 warm pools x 1 x 0.166667 h = 12.6667 instance-hours"
+    )
 
 
 def test_no_warm_pool_where_it_could_not_serve_or_was_declined():
@@ -228,6 +232,13 @@ def test_no_warm_pool_where_it_could_not_serve_or_was_declined():
     assert "KeepAlivePeriodInSeconds" not in warmed(spot)  # SageMaker keeps no warm pool for spot
     off = Policy(allowed_prefixes=("s3://bucket/cv",), warm_pool_seconds=0)
     assert "KeepAlivePeriodInSeconds" not in warmed(sagemaker_request(), policy=off)
+    # 4 jobs x 4 instances x 1 h fit in 17 instance-hours; the folds' 3 x 4 x 10 min idle would not
+    tight = Policy(allowed_prefixes=("s3://bucket/cv",), max_instance_hours=17)
+    four = sagemaker_request(ResourceConfig={"InstanceType": "ml.m5.xlarge", "InstanceCount": 4})
+    within = {**four, "cv": {"n_splits": 3}, "refit": True}
+    assert WorstCase.of(parse_request(within)).instance_hours == 16
+    assert "KeepAlivePeriodInSeconds" not in warmed(within, pool_slots=8, policy=tight)
+    assert warmed(within, pool_slots=8)["KeepAlivePeriodInSeconds"] == 600  # the default 100 leaves room
 
 
 def test_a_warm_pool_sagemaker_would_refuse_is_refused_before_any_job():

@@ -14,7 +14,7 @@ from typing import Any
 from airflow_smx.core import storage
 from airflow_smx.core.attempts import FOLDS_TAG, folds_digest
 from airflow_smx.core.folds.plan import Fold, FoldPlan
-from airflow_smx.core.naming import cv_run_id, fold_label, training_job_name, trial_name
+from airflow_smx.core.naming import FINAL, cv_run_id, fold_label, training_job_name, trial_name
 from airflow_smx.core.request import ChannelSpec, CVRequest
 
 SAGEMAKER_DEFAULT_RUNTIME = 86_400  # SageMaker's MaxRuntimeInSeconds when a request sets none
@@ -87,6 +87,8 @@ def fold_training_config(
     )
     if not config["HyperParameters"]:
         del config["HyperParameters"]
+    if fold.index == FINAL:  # the run's last job: no fold follows to take its instances warm
+        config.get("ResourceConfig", {}).pop("KeepAlivePeriodInSeconds", None)
     config["InputDataConfig"] = [channel(request.channels.train, train_uri(request.channels.train, fold))]
     if fold.validation:  # the refit without a hold-out has nothing to validate on
         config["InputDataConfig"].append(channel(request.channels.validation, fold.validation))

@@ -73,7 +73,7 @@ class Policy:
     :param max_instance_count: most instances one training job may hold
     :param max_volume_gb: largest ML storage volume of an instance (``VolumeSizeInGB``)
     :param max_runtime_seconds: longest ``StoppingCondition.MaxRuntimeInSeconds``
-    :param max_instance_hours: ceiling on a run's worst case: jobs x instances x (runtime + warm pool)
+    :param max_instance_hours: ceiling on a run's worst case: jobs x instances x runtime, + the folds' warm pools
     :param local_commands: the local backend's commands by name; empty: no local backend
     """
 
@@ -122,13 +122,14 @@ class Policy:
         the pool trains at once: a later fold then starts on a finished one's instances (SageMaker
         matches type, count, volume, role and VPC, which all of a run's jobs share) instead of
         waiting minutes for new ones. Not for a request that sets KeepAlivePeriodInSeconds itself
-        (0 opts out), nor for managed spot training, which SageMaker keeps no warm pool for.
+        (0 opts out), nor for managed spot training, which SageMaker keeps no warm pool for, nor
+        where the idle time would take the worst case above ``max_instance_hours``.
 
         :param pool_slots: the pool's size in ml instances ([smx] pool_slots)
         """
         training = request.training
         resources = dict(training.ResourceConfig or {})
-        outnumbered = WorstCase.of(request).jobs * training.instance_count > pool_slots
+        outnumbered = request.cv.n_folds * training.instance_count > pool_slots  # the refit runs alone
         if (
             request.backend != "sagemaker"
             or not self.warm_pool_seconds
@@ -138,7 +139,11 @@ class Policy:
         ):
             return request
         resources["KeepAlivePeriodInSeconds"] = self.warm_pool_seconds
-        return request.model_copy(update={"training": training.model_copy(update={"ResourceConfig": resources})})
+        warm = request.model_copy(update={"training": training.model_copy(update={"ResourceConfig": resources})})
+        # a speed-up the deployment offers never turns a request within max_instance_hours into a refused one
+        if WorstCase.of(warm).instance_hours > self.max_instance_hours >= WorstCase.of(request).instance_hours:
+            return request
+        return warm
 
     def problems(self, request: CVRequest) -> list[str]:
         """One ``path: message`` line per way ``request`` exceeds this deployment's bounds."""
@@ -275,14 +280,17 @@ class Policy:
 
 @dataclass(frozen=True)
 class WorstCase:
-    """The most a run's training may bill: every fold's job, and the refit's, trains its longest,
-    then idles in its warm pool; each Debugger/Profiler rule runs one more instance alongside the job, as long."""
+    """The most a run's training may bill: every fold's job, and the refit's, trains its longest;
+    each fold's instances then idle in their warm pool (the refit, the run's last job, keeps none);
+    each Debugger/Profiler rule runs one more instance alongside the job, as long as it trains."""
 
     jobs: int  # the folds', and the refit's
     instances: int
     rule_instances: int
     instance_type: str
-    hours_per_job: float
+    hours_per_job: float  # training
+    warm_jobs: int  # the folds: the jobs whose instances wait in a warm pool
+    warm_hours: float
 
     @classmethod
     def of(cls, request: CVRequest) -> WorstCase:
@@ -292,18 +300,22 @@ class WorstCase:
             instances=training.instance_count,
             rule_instances=len(training.DebugRuleConfigurations or []) + len(training.ProfilerRuleConfigurations or []),
             instance_type=(training.ResourceConfig or {}).get("InstanceType", "?"),
-            hours_per_job=(max_runtime(request) + warm_pool_seconds(request)) / 3600,
+            hours_per_job=max_runtime(request) / 3600,
+            warm_jobs=request.cv.n_folds,
+            warm_hours=warm_pool_seconds(request) / 3600,
         )
 
     @property
     def instance_hours(self) -> float:
-        return self.jobs * (self.instances + self.rule_instances) * self.hours_per_job
+        training = self.jobs * (self.instances + self.rule_instances) * self.hours_per_job
+        return training + self.warm_jobs * self.instances * self.warm_hours
 
     def __str__(self) -> str:
         kind, rules = self.instance_type, self.rule_instances
         instances = f"({self.instances} x {kind} + {rules} rule instances)" if rules else f"{self.instances} x {kind}"
+        warm = f" + {self.warm_jobs} warm pools x {self.instances} x {self.warm_hours:g} h" if self.warm_hours else ""
         return (
-            f"worst case {self.jobs} jobs x {instances} x {self.hours_per_job:g} h = {self.instance_hours:g} "
+            f"worst case {self.jobs} jobs x {instances} x {self.hours_per_job:g} h{warm} = {self.instance_hours:g} "
             "instance-hours"
         )
 
