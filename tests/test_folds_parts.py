@@ -13,6 +13,7 @@ import pytest
 from sklearn.model_selection import StratifiedKFold
 
 from airflow_smx.core.folds import SplitError, split_dataset
+from airflow_smx.core.folds.records import open_input
 from airflow_smx.core.request import CVSpec, InputSpec
 from tests.conftest import make_records
 
@@ -119,3 +120,41 @@ def test_a_prefix_with_no_parts_is_refused(tmp_path):
     (tmp_path / "in" / "_SUCCESS").write_bytes(b"")
     with pytest.raises(SplitError, match=r"input.uri: no files under the prefix"):
         split_dataset(InputSpec(uri=(tmp_path / "in").as_uri() + "/"), CVSpec(), (tmp_path / "o").as_uri())
+
+
+def test_a_jobs_staging_folders_and_markers_are_not_parts(tmp_path):
+    """Spark leaves ``_temporary/`` behind a failed job; Delta keeps ``_delta_log/``: neither is data."""
+    write_parts(tmp_path / "in", csv_lines(make_records(100, seed=2)), 2, header=None)
+    for stray in ("_temporary/0/_temporary/attempt_1/part-00000.csv", "_delta_log/00000.json", ".hidden/part-9.csv"):
+        (tmp_path / "in" / stray).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / stray).write_bytes(b"999,c9,p9\n")
+    (tmp_path / "in" / "2026" / "part-00002.csv").parent.mkdir()
+    (tmp_path / "in" / "2026" / "part-00002.csv").write_bytes(b"100,c0,p0\n")  # a partition folder is data
+    plan = split_dataset(InputSpec(uri=(tmp_path / "in").as_uri() + "/", label=1), CVSpec(), (tmp_path / "o").as_uri())
+    assert (plan.input["files"], plan.n_records) == (3, 101)
+
+
+def test_a_part_removed_while_it_is_read_is_named(tmp_path):
+    write_parts(tmp_path / "in", csv_lines(make_records(90, seed=3)), 3, header=None)
+    source = open_input((tmp_path / "in").as_uri() + "/")
+    (tmp_path / "in" / "part-00001.csv").unlink()
+    gone = (tmp_path / "in" / "part-00001.csv").as_uri()
+    with pytest.raises(SplitError, match=rf"input.uri: {gone} was removed while it was being split; run again"):
+        list(source.chunks())
+    assert source.fingerprint() != source.opened_as
+
+
+def test_the_same_bytes_cut_into_other_files_are_another_input(tmp_path):
+    """The identity a rerun reuses a split by counts the files' names and sizes, not only their bytes:
+    the folds reference parts, so parts cut elsewhere are not the same split."""
+    lines = csv_lines(make_records(60, seed=5))
+    for name, cut in (("a", 20), ("b", 30)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "part-0.csv").write_bytes(b"".join(line + b"\n" for line in lines[:cut]))
+        (tmp_path / name / "part-1.csv").write_bytes(b"".join(line + b"\n" for line in lines[cut:]))
+    plans = [
+        split_dataset(InputSpec(uri=(tmp_path / name).as_uri() + "/", label=1), CVSpec(), "", write=False)
+        for name in "ab"
+    ]
+    assert plans[0].n_records == plans[1].n_records == 60
+    assert plans[0].input["sha256"] != plans[1].input["sha256"]

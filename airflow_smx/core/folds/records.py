@@ -91,6 +91,11 @@ class HashingReader:
         self.size += len(data)
         return data
 
+    def mark(self, data: bytes) -> None:
+        """Hash ``data`` as a boundary between files, not counted as read."""
+        if self._hasher is not None:
+            self._hasher.submit(self._digest.update, data)
+
     def hexdigest(self) -> str:
         if self._hasher is None:
             raise ValueError("this pass did not hash its input")
@@ -114,6 +119,7 @@ class InputFile:
             compression = "gzip" if self.fs.cat_file(self.path, start=0, end=2) == GZIP_MAGIC else "none"
         self.compression = compression
         self.sample_uri = uri  # whose name may say the format
+        self.opened_as = self.fingerprint()
 
     def fingerprint(self) -> tuple[Any, ...]:
         """Size and version (mtime, ETag): changes when the file is rewritten."""
@@ -189,7 +195,8 @@ class PartedInput:
     Firehose write. Records are numbered across the files; each may be gzip or not; each
     starts with the CSV header when the input has one (Records checks and skips it).
 
-    Files whose names start with ``_`` or ``.`` (markers, checksums) and empty files are not parts.
+    Files under a folder or with a name that starts with ``_`` or ``.`` (markers, checksums, a
+    job's ``_temporary/`` or ``_delta_log/``) and empty files are not parts.
     """
 
     def __init__(self, uri: str, compression: str = "auto", storage_options: dict[str, Any] | None = None):
@@ -198,6 +205,7 @@ class PartedInput:
         listed = self._list()
         if not listed:
             raise SplitError(f"input.uri: no files under the prefix {uri}")
+        self.opened_as = _listing_fingerprint(listed)  # of the very listing the parts are
         self.parts = [InputFile(self.fs.unstrip_protocol(path), compression, storage_options) for path in listed]
         kinds = {part.compression for part in self.parts}
         self.compression = kinds.pop() if len(kinds) == 1 else "mixed"
@@ -208,7 +216,7 @@ class PartedInput:
         parts = {
             path: info
             for path, info in sorted(found.items())
-            if info.get("type") != "directory" and info.get("size") and not posixpath.basename(path).startswith(HIDDEN)
+            if info.get("type") != "directory" and info.get("size") and not self._hidden(path)
         }
         if len(parts) > MAX_PARTS:
             raise SplitError(
@@ -216,10 +224,13 @@ class PartedInput:
             )
         return parts
 
+    def _hidden(self, path: str) -> bool:
+        below = posixpath.relpath(path, self.path.rstrip("/"))
+        return any(segment.startswith(HIDDEN) for segment in below.split("/"))
+
     def fingerprint(self) -> tuple[Any, ...]:
         """Every file's key, size and version, listed anew: changes when a file is added or rewritten."""
-        keys = ("size", "mtime", "ETag", "LastModified", "VersionId")
-        return tuple((path, *(str(info.get(k)) for k in keys)) for path, info in self._list().items())
+        return _listing_fingerprint(self._list())
 
     @property
     def size(self) -> int:
@@ -236,22 +247,33 @@ class PartedInput:
         self.reader = HashingReader(None, hashing)
         try:
             for part in self.parts:
-                with storage.open_read(self.fs, part.path) as raw:
-                    self.reader.stream = raw
-                    stream = (
-                        gzip.GzipFile(fileobj=self.reader, mode="rb") if part.compression == "gzip" else self.reader
-                    )
-                    try:
-                        for chunk in _chunks(stream, blank_free):
-                            chunk.part = part.uri
-                            yield chunk
-                    except (OSError, EOFError) as error:
-                        raise SplitError(f"input.uri: cannot read {part.uri} as {part.compression}: {error}") from None
+                size = part.opened_as[0]  # as listed when the input was opened
+                # names and sizes count: the same bytes cut into other files are other parts to reference
+                self.reader.mark(f"{posixpath.relpath(part.path, self.path)}\0{size}\0".encode())
+                yield from self._part_chunks(part, blank_free)
         finally:
             self.reader.close()
 
+    def _part_chunks(self, part: InputFile, blank_free: bool) -> Iterator[Chunk]:
+        try:
+            with storage.open_read(self.fs, part.path) as raw:
+                self.reader.stream = raw
+                stream = gzip.GzipFile(fileobj=self.reader, mode="rb") if part.compression == "gzip" else self.reader
+                for chunk in _chunks(stream, blank_free):
+                    chunk.part = part.uri
+                    yield chunk
+        except FileNotFoundError:  # S3 says so at the first read, not at open
+            raise SplitError(f"input.uri: {part.uri} was removed while it was being split; run again") from None
+        except (OSError, EOFError) as error:
+            raise SplitError(f"input.uri: cannot read {part.uri} as {part.compression}: {error}") from None
+
 
 Input = InputFile | PartedInput
+
+
+def _listing_fingerprint(listed: dict[str, dict[str, Any]]) -> tuple[Any, ...]:
+    keys = ("size", "mtime", "ETag", "LastModified", "VersionId")
+    return tuple((path, *(str(info.get(k)) for k in keys)) for path, info in listed.items())
 
 
 class _Bounded:

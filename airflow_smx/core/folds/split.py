@@ -54,7 +54,7 @@ def split_dataset(
     :raises SplitError: naming the line or the numbers that make the split impossible
     """
     source = open_input(spec.uri, spec.compression, storage_options)
-    fingerprint = source.fingerprint()
+    fingerprint = source.opened_as
     found = scan(source, spec, workers)
     label_codes, group_codes = found.codes.get("label"), found.codes.get("group")
     assignment = assign_folds(cv, found.n_records, label_codes, group_codes, found.values.get("label"))
@@ -122,7 +122,7 @@ def _path(fs: Any, uri: str) -> str:
 
 
 def _extension(uri: str, fmt: str) -> str:
-    name = posixpath.basename(uri.rstrip("/")).removesuffix(".gz").removesuffix(".GZ")
+    name = posixpath.basename(uri).removesuffix(".gz").removesuffix(".GZ")  # a prefix (ends in /): none
     ext = posixpath.splitext(name)[1]
     return ext if ext and len(ext) <= 10 else (".jsonl" if fmt == "jsonl" else ".csv")
 
