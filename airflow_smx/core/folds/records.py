@@ -110,21 +110,27 @@ class HashingReader:
 class InputFile:
     """One pass over the input's records, gzip or not, hashing the stored bytes on the way."""
 
-    def __init__(self, uri: str, compression: str = "auto", storage_options: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        uri: str,
+        compression: str = "auto",
+        storage_options: dict[str, Any] | None = None,
+        listed: dict[str, Any] | None = None,
+    ):
+        """:param listed: the file's details from a listing (a part's): no request to learn them again"""
         self.uri = uri
         self.fs, self.path = storage.filesystem(uri, storage_options)
-        if not self.fs.exists(self.path) or self.fs.isdir(self.path):
+        if listed is None and (not self.fs.exists(self.path) or self.fs.isdir(self.path)):
             raise SplitError(f"input.uri: no such file: {uri}")
         if compression == "auto":
             compression = "gzip" if self.fs.cat_file(self.path, start=0, end=2) == GZIP_MAGIC else "none"
         self.compression = compression
         self.sample_uri = uri  # whose name may say the format
-        self.opened_as = self.fingerprint()
+        self.opened_as = _version(listed) if listed is not None else self.fingerprint()
 
     def fingerprint(self) -> tuple[Any, ...]:
         """Size and version (mtime, ETag): changes when the file is rewritten."""
-        info = self.fs.info(self.path)
-        return tuple(str(info.get(k)) for k in ("size", "mtime", "ETag", "LastModified", "VersionId"))
+        return _version(self.fs.info(self.path))
 
     @property
     def size(self) -> int:
@@ -206,7 +212,10 @@ class PartedInput:
         if not listed:
             raise SplitError(f"input.uri: no files under the prefix {uri}")
         self.opened_as = _listing_fingerprint(listed)  # of the very listing the parts are
-        self.parts = [InputFile(self.fs.unstrip_protocol(path), compression, storage_options) for path in listed]
+        self.parts = [
+            InputFile(self.fs.unstrip_protocol(path), compression, storage_options, info)
+            for path, info in listed.items()
+        ]
         kinds = {part.compression for part in self.parts}
         self.compression = kinds.pop() if len(kinds) == 1 else "mixed"
         self.sample_uri = self.parts[0].uri
@@ -271,9 +280,13 @@ class PartedInput:
 Input = InputFile | PartedInput
 
 
+def _version(info: dict[str, Any]) -> tuple[str, ...]:
+    """A file's size and version (mtime, ETag), as fsspec lists or describes it."""
+    return tuple(str(info.get(k)) for k in ("size", "mtime", "ETag", "LastModified", "VersionId"))
+
+
 def _listing_fingerprint(listed: dict[str, dict[str, Any]]) -> tuple[Any, ...]:
-    keys = ("size", "mtime", "ETag", "LastModified", "VersionId")
-    return tuple((path, *(str(info.get(k)) for k in keys)) for path, info in listed.items())
+    return tuple((path, *_version(info)) for path, info in listed.items())
 
 
 class _Bounded:
