@@ -20,6 +20,7 @@ from airflow_smx.core.folds.assign import HOLDOUT, Assignment, assign_folds, bin
 from airflow_smx.core.folds.plan import Fold, FoldPlan
 from airflow_smx.core.folds.records import Input, SplitError, open_input
 from airflow_smx.core.folds.scan import Scan, scan
+from airflow_smx.core.folds.stage import staged
 from airflow_smx.core.folds.write import write_parts
 from airflow_smx.core.request import CVSpec, InputSpec
 
@@ -47,34 +48,45 @@ def split_dataset(
     :param assemble_train: also write each fold's train records as one file (for channels
         that need a single object: ``AugmentedManifestFile``, ``S3Prefix``)
     :param storage_options: fsspec options for both input and output (credentials, endpoint)
-    :param workers: processes for a local uncompressed input (None: one per CPU, up to 4, from
-        64 MiB on); the folds are the same whatever the number
+    :param workers: processes for an uncompressed input, local or fetched (None: one per CPU, up
+        to 4, from 64 MiB on); the folds are the same whatever the number
     :param write: False: scan and assign only (a dry run): the plan of what would be written
     :param final: also the refit's train channel: every record but the hold-out (``plan.final``)
     :raises SplitError: naming the line or the numbers that make the split impossible
     """
-    source = open_input(spec.uri, spec.compression, storage_options)
-    fingerprint = source.opened_as
-    found = scan(source, spec, workers)
-    label_codes, group_codes = found.codes.get("label"), found.codes.get("group")
-    assignment = assign_folds(cv, found.n_records, label_codes, group_codes, found.values.get("label"))
-    found.identify()
-    plan = _plan(spec, cv, folds_uri, found, assignment, assemble_train, final)
-    if not write:
-        return plan
+    with staged(open_input(spec.uri, spec.compression, storage_options)) as source:
+        found = scan(source, spec, workers)
+        label_codes, group_codes = found.codes.get("label"), found.codes.get("group")
+        assignment = assign_folds(cv, found.n_records, label_codes, group_codes, found.values.get("label"))
+        found.identify()
+        plan = _plan(spec, cv, folds_uri, found, assignment, assemble_train, final)
+        if write:
+            _write_once(source, spec, folds_uri, found, assignment, plan, storage_options)
+    return plan
+
+
+def _write_once(
+    source: Input,
+    spec: InputSpec,
+    folds_uri: str,
+    found: Scan,
+    assignment: Assignment,
+    plan: FoldPlan,
+    storage_options: dict[str, Any] | None,
+) -> None:
+    """Write the plan's parts, unless ``folds_uri`` holds them already; all of them, or none."""
     fs, folds_path = storage.filesystem(folds_uri, storage_options)
     if _already_split(fs, folds_path, plan):
         log.info("%s already holds this split; reusing it", folds_uri)
-        return plan
+        return
     storage.remove(fs, [folds_path])  # an earlier, interrupted attempt at this same run
     try:
         _write(fs, folds_path, source, spec, found, assignment, plan)
-        if source.fingerprint() != fingerprint:
+        if source.fingerprint() != source.opened_as:
             raise SplitError(f"input.uri: {spec.uri} changed while it was being split; run the split again")
     except BaseException:
         storage.remove(fs, [folds_path])
         raise
-    return plan
 
 
 def read_plan(folds_uri: str, storage_options: dict[str, Any] | None = None) -> FoldPlan:

@@ -1,0 +1,67 @@
+"""An object-store input fetched to local disk first, at the network's pace.
+
+Read straight from S3, the split streams the object through one connection twice (the scan,
+then the write). Fetched first with ranged GETs in parallel (fsspec's ``cat_ranges``), the
+object crosses the network once, as fast as a parallel download, and every pass after it
+reads a local file: the scan in several processes, the checksum, the write.
+
+The copy needs local disk as large as the object; an input the worker has no room for is read
+from S3 as before. The copy is of one version: if the object is rewritten while it is fetched
+(its size, ETag or modification time changes), the split stops rather than mix two versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from airflow_smx.core import storage
+from airflow_smx.core.folds.records import Input, InputFile, SplitError
+
+log = logging.getLogger(__name__)
+
+STAGE_MIN_BYTES = 64 << 20  # below this, one stream is about as fast as the parallel fetch
+RANGE_BYTES = 8 << 20
+IN_FLIGHT = 8  # ranges fetched at once: at most 64 MiB of buffers
+ROOM = 1.5  # free space the fetch leaves: 1.5 x the object's size must be free
+
+
+@contextlib.contextmanager
+def staged(source: Input) -> Iterator[Input]:
+    """``source``, or a local copy of it that reads as the same input (errors name ``source``)."""
+    if not _worth_staging(source):
+        yield source
+        return
+    with tempfile.TemporaryDirectory(prefix="smx-input-") as folder:
+        yield _fetch(source, Path(folder) / "input")
+
+
+def _worth_staging(source: Input) -> bool:
+    if not isinstance(source, InputFile) or storage.is_local(source.fs):
+        return False
+    size = int(source.opened_as[0])
+    return size >= STAGE_MIN_BYTES and shutil.disk_usage(tempfile.gettempdir()).free > ROOM * size
+
+
+def _fetch(source: InputFile, local: Path) -> InputFile:
+    size = int(source.opened_as[0])
+    log.info(
+        "fetching %s (%d MB) in ranges of %d MiB, %d at once", source.uri, size // 10**6, RANGE_BYTES >> 20, IN_FLIGHT
+    )
+    starts = list(range(0, size, RANGE_BYTES))
+    with local.open("wb") as out:
+        for at in range(0, len(starts), IN_FLIGHT):
+            batch = starts[at : at + IN_FLIGHT]
+            ends = [min(start + RANGE_BYTES, size) for start in batch]
+            for block in source.fs.cat_ranges([source.path] * len(batch), batch, ends, on_error="raise"):
+                out.write(block)
+    if source.fingerprint() != source.opened_as or os.path.getsize(local) != size:
+        raise SplitError(f"input.uri: {source.uri} changed while it was being read; run the split again")
+    copy = InputFile(local.as_uri(), source.compression)
+    copy.uri = copy.sample_uri = source.uri  # what errors and the format's detection see
+    return copy
