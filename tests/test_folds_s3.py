@@ -1,6 +1,7 @@
 """An S3 input large enough is fetched to local disk in parallel ranges, then split there in
-several processes: the same folds, byte for byte, as read straight from S3 or from a local file;
-the copy is gone afterwards; an object rewritten while it is fetched stops the split."""
+several processes and its parts uploaded together: the same folds, byte for byte, as read
+straight from S3; the copies are gone afterwards; an object rewritten while it is fetched
+stops the split."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def test_a_fetched_input_splits_as_one_read_from_s3(s3, tmp_path, monkeypatch, c
         fetched = split_dataset(spec, CV, "s3://bucket/runs/fetched/folds", workers=2)
     assert "fetching s3://bucket/data/train.jsonl" in caplog.text
     assert "reading s3://bucket/data/train.jsonl in 2 processes" in caplog.text
+    assert "uploading 5 parts written on local disk" in caplog.text  # 4 folds and the hold-out
 
     assert fetched.input == streamed.input  # the same object, records, bytes and sha256
     assert parts_of(s3, fetched) == parts_of(s3, streamed)  # and the same folds, byte for byte
