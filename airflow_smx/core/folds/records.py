@@ -103,8 +103,9 @@ class HashingReader:
         return self._digest.hexdigest()
 
     def close(self) -> None:
+        """Stop the hashing thread once it has hashed everything read (the digest is read after)."""
         if self._hasher is not None:
-            self._hasher.shutdown(wait=True, cancel_futures=True)
+            self._hasher.shutdown(wait=True)
 
 
 class InputFile:
