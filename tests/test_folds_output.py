@@ -283,8 +283,8 @@ def test_parallel_split_writes_the_same_bytes(tmp_path, case, strategy, holdout)
 
 
 def test_large_parts_go_to_s3_in_multipart_uploads(s3):
-    # Parts above s3fs's 8 MiB block are sent as multipart uploads (moto enforces S3's 5 MiB
-    # minimum part); the assembled train files are joined by server-side part copies.
+    # Parts are uploaded whole; the assembled train files are joined by server-side part copies
+    # (a multipart upload: moto enforces S3's 5 MiB minimum part).
     body = b"".join(b'{"class": "c%d", "pad": "%s"}\n' % (i % 4, b"z" * 120) for i in range(130_000))
     s3.put_object(Bucket="bucket", Key="in/big.jsonl", Body=body)
     plan = split_dataset(
@@ -294,7 +294,8 @@ def test_large_parts_go_to_s3_in_multipart_uploads(s3):
         assemble_train=True,
     )
     part = s3.head_object(Bucket="bucket", Key="out/big/folds/part-00000.jsonl")
-    assert part["ContentLength"] > 8 << 20 and "-" in part["ETag"]  # a multipart ETag
+    assert part["ContentLength"] > 8 << 20
+    assert "-" in s3.head_object(Bucket="bucket", Key="out/big/folds/fold-00000/train.jsonl")["ETag"]  # multipart
     joined = b"".join(
         s3.get_object(Bucket="bucket", Key=f"out/big/folds/part-0000{i}.jsonl")["Body"].read() for i in range(2)
     )

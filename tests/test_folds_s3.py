@@ -62,3 +62,24 @@ def test_a_bad_line_in_a_fetched_input_reads_as_in_the_object(s3, monkeypatch):
     with pytest.raises(SplitError, match=r"^line 51: malformed JSON") as error:
         split_dataset(InputSpec(uri="s3://bucket/data/bad.jsonl", label="class"), CVSpec(), "s3://bucket/o/folds")
     assert "smx-input" not in str(error.value)  # never the local copy's path
+
+
+def test_the_files_of_a_prefix_are_fetched_side_by_side_and_split_as_read_from_s3(s3, tmp_path, monkeypatch, caplog):
+    records = make_records(3000, seed=13)
+    for i in range(6):  # nested, as a partitioned table is; Spark's marker beside them
+        body = write_jsonl(tmp_path / f"{i}.jsonl", records[i * 500 : (i + 1) * 500]).read_bytes()
+        s3.put_object(Bucket="bucket", Key=f"table/day={i % 2}/part-{i}.jsonl", Body=body)
+    s3.put_object(Bucket="bucket", Key="table/_SUCCESS", Body=b"")
+    spec = InputSpec(uri="s3://bucket/table/", label="class", group="meta.patient")
+    streamed = split_dataset(spec, CV, "s3://bucket/runs/streamed/folds")
+    monkeypatch.setattr(stage, "STAGE_MIN_BYTES", 0)
+    with caplog.at_level(logging.INFO, logger="airflow_smx.core.folds"):
+        fetched = split_dataset(spec, CV, "s3://bucket/runs/fetched/folds")
+    assert "fetching the 6 files under s3://bucket/table/" in caplog.text
+    assert fetched.input == streamed.input and fetched.input["files"] == 6
+    assert parts_of(s3, fetched) == parts_of(s3, streamed)
+
+    bad = b'{"class": "a", "meta": {"patient": 1}}\n' * 3 + b"{oops\n"
+    s3.put_object(Bucket="bucket", Key="table/day=1/part-5.jsonl", Body=bad)
+    with pytest.raises(SplitError, match=r"^s3://bucket/table/day=1/part-5.jsonl line 4: malformed JSON"):
+        split_dataset(spec, CV, "s3://bucket/runs/bad/folds")

@@ -3,7 +3,8 @@
 Read straight from S3, the split streams the object through one connection twice (the scan,
 then the write). Fetched first with ranged GETs in parallel (fsspec's ``cat_ranges``), the
 object crosses the network once, as fast as a parallel download, and every pass after it
-reads a local file: the scan in several processes, the checksum, the write.
+reads a local file: the scan in several processes, the checksum, the write. The files of a
+many-file input are fetched side by side (fsspec's ``get``), each once.
 
 The copy needs local disk as large as the object; an input the worker has no room for is read
 from S3 as before. The copy is of one version: if the object is rewritten while it is fetched
@@ -15,13 +16,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import posixpath
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from airflow_smx.core import storage
-from airflow_smx.core.folds.records import Input, InputFile, SplitError
+from airflow_smx.core.folds.records import Input, InputFile, PartedInput, SplitError
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +40,23 @@ def staged(source: Input) -> Iterator[Input]:
         yield source
         return
     with tempfile.TemporaryDirectory(prefix="smx-input-") as folder:
-        yield _fetch(source, Path(folder) / "input")
+        if isinstance(source, PartedInput):
+            yield _fetch_parts(source, Path(folder))
+        else:
+            yield _fetch(source, Path(folder) / "input")
 
 
 def _worth_staging(source: Input) -> bool:
-    if not isinstance(source, InputFile) or storage.is_local(source.fs):
+    if storage.is_local(source.fs):
         return False
-    size = int(source.opened_as[0])
+    size = _stored_size(source)
     return size >= STAGE_MIN_BYTES and shutil.disk_usage(tempfile.gettempdir()).free > ROOM * size
+
+
+def _stored_size(source: Input) -> int:
+    """As listed when the input was opened: no request."""
+    parts = source.parts if isinstance(source, PartedInput) else [source]
+    return sum(int(part.opened_as[0]) for part in parts)
 
 
 def _fetch(source: InputFile, local: Path) -> InputFile:
@@ -64,4 +75,18 @@ def _fetch(source: InputFile, local: Path) -> InputFile:
         raise SplitError(f"input.uri: {source.uri} changed while it was being read; run the split again")
     copy = InputFile(local.as_uri(), source.compression)
     copy.uri = copy.sample_uri = source.uri  # what errors and the format's detection see
+    return copy
+
+
+def _fetch_parts(source: PartedInput, folder: Path) -> PartedInput:
+    """Every file to the same name under ``folder``: the copy lists, numbers and hashes as the input."""
+    log.info("fetching the %d files under %s", len(source.parts), source.uri)
+    locals_ = [folder / posixpath.relpath(part.path, source.path) for part in source.parts]
+    source.fs.get([part.path for part in source.parts], [str(path) for path in locals_])
+    if source.fingerprint() != source.opened_as:
+        raise SplitError(f"input.uri: {source.uri} changed while it was being read; run the split again")
+    copy = PartedInput(folder.as_uri() + "/", source.compression if source.compression != "mixed" else "auto")
+    for mine, theirs in zip(copy.parts, source.parts, strict=True):
+        mine.uri = theirs.uri  # errors name the object, not the copy
+    copy.uri, copy.sample_uri = source.uri, source.sample_uri
     return copy

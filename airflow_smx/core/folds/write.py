@@ -3,7 +3,7 @@
 When the input was scanned in byte ranges (a local file, or an S3 object fetched to one), each
 range is written by its own process: the first pass measured every record, so where each
 range's records start in each part is known beforehand, and the processes write side by side
-into the same files. Parts bound for S3 are written so on local disk, then uploaded at once
+into the same files. Parts bound for S3 are written on local disk first, then uploaded at once
 (fsspec's put: the files side by side, each in concurrent multipart chunks) rather than
 streamed one buffer at a time. Every way gives the same bytes.
 """
@@ -36,12 +36,10 @@ def write_parts(fs: Any, source: Input, found: Scan, folds: np.ndarray, targets:
 
     :param targets: fold code (HOLDOUT for the hold-out) -> scheme-less output path
     """
-    if found.cuts is None:
-        _write_sequential(fs, source, found, folds, targets)
-    elif storage.is_local(fs):
-        _write_parallel(fs, source, found, folds, targets)
-    elif shutil.disk_usage(tempfile.gettempdir()).free > ROOM * found.bytes:
+    if not storage.is_local(fs) and shutil.disk_usage(tempfile.gettempdir()).free > ROOM * found.bytes:
         _write_then_upload(fs, source, found, folds, targets)
+    elif found.cuts is not None and storage.is_local(fs):
+        _write_parallel(fs, source, found, folds, targets)
     else:
         _write_sequential(fs, source, found, folds, targets)
 
@@ -53,7 +51,7 @@ def _write_then_upload(fs: Any, source: Input, found: Scan, folds: np.ndarray, t
     local_fs, _ = storage.filesystem("file:///")
     with tempfile.TemporaryDirectory(prefix="smx-parts-") as folder:
         local = {code: os.path.join(folder, str(i)) for i, code in enumerate(targets)}
-        _write_parallel(local_fs, source, found, folds, local)
+        write_parts(local_fs, source, found, folds, local)
         log.info("uploading %d parts written on local disk", len(local))
         fs.put([local[code] for code in targets], [targets[code] for code in targets])
 
