@@ -121,13 +121,19 @@ class InputFile:
         """:param listed: the file's details from a listing (a part's): no request to learn them again"""
         self.uri = uri
         self.fs, self.path = storage.filesystem(uri, storage_options)
-        if listed is None and (not self.fs.exists(self.path) or self.fs.isdir(self.path)):
-            raise SplitError(f"input.uri: no such file: {uri}")
+        if listed is None:
+            try:
+                listed = self.fs.info(self.path)
+            except FileNotFoundError:
+                listed = {"type": "directory"}
+            if listed.get("type") == "directory":
+                raise SplitError(f"input.uri: no such file: {uri}")
         if compression == "auto":
             compression = "gzip" if self.fs.cat_file(self.path, start=0, end=2) == GZIP_MAGIC else "none"
         self.compression = compression
         self.sample_uri = uri  # whose name may say the format
-        self.opened_as = _version(listed) if listed is not None else self.fingerprint()
+        self.opened_as = _version(listed)
+        self.checksum: tuple[int, str] | None = None  # (bytes, sha256), where known before a pass
 
     def fingerprint(self) -> tuple[Any, ...]:
         """Size and version (mtime, ETag): changes when the file is rewritten."""

@@ -232,6 +232,9 @@ def _scan_parallel(source: Input, reader: JsonFieldReader | CsvFieldReader, resu
     result.cuts = cuts
     # The checksum reads the file once more on a thread (hashlib releases the GIL) while the
     # caller assigns folds; Scan.identify() waits for it.
+    if source.checksum is not None:  # hashed as it was fetched
+        result.bytes, result.sha256 = source.checksum
+        return
     hasher = ThreadPoolExecutor(max_workers=1)
     result.checksum = hasher.submit(_hash, source)
     hasher.shutdown(wait=False)

@@ -14,12 +14,14 @@ from S3 as before. The copy is of one version: if the object is rewritten while 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import posixpath
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from airflow_smx.core import storage
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 
 STAGE_MIN_BYTES = 64 << 20  # below this, one stream is about as fast as the parallel fetch
 RANGE_BYTES = 8 << 20
-IN_FLIGHT = 8  # ranges fetched at once: at most 64 MiB of buffers
+IN_FLIGHT = 4  # ranges fetched at once; with the batch being written, at most 64 MiB of buffers
 ROOM = 1.5  # free space the fetch leaves: 1.5 x the object's size must be free
 
 
@@ -64,17 +66,30 @@ def _fetch(source: InputFile, local: Path) -> InputFile:
     log.info(
         "fetching %s (%d MB) in ranges of %d MiB, %d at once", source.uri, size // 10**6, RANGE_BYTES >> 20, IN_FLIGHT
     )
-    starts = list(range(0, size, RANGE_BYTES))
-    with local.open("wb") as out:
+    starts, digest = list(range(0, size, RANGE_BYTES)), hashlib.sha256()
+
+    def keep(blocks: list[bytes]) -> None:
+        for block in blocks:
+            out.write(block)
+            digest.update(block)  # the checksum, without reading the copy again
+
+    # a batch is written and hashed on a thread (both release the GIL) while the next is fetched
+    with local.open("wb") as out, ThreadPoolExecutor(max_workers=1) as keeper:
+        kept = None
         for at in range(0, len(starts), IN_FLIGHT):
             batch = starts[at : at + IN_FLIGHT]
             ends = [min(start + RANGE_BYTES, size) for start in batch]
-            for block in source.fs.cat_ranges([source.path] * len(batch), batch, ends, on_error="raise"):
-                out.write(block)
+            blocks = source.fs.cat_ranges([source.path] * len(batch), batch, ends, on_error="raise")
+            if kept is not None:
+                kept.result()
+            kept = keeper.submit(keep, blocks)
+        if kept is not None:
+            kept.result()
     if source.fingerprint() != source.opened_as or os.path.getsize(local) != size:
         raise SplitError(f"input.uri: {source.uri} changed while it was being read; run the split again")
     copy = InputFile(local.as_uri(), source.compression)
     copy.uri = copy.sample_uri = source.uri  # what errors and the format's detection see
+    copy.checksum = (size, digest.hexdigest())
     return copy
 
 
