@@ -83,3 +83,18 @@ def test_the_files_of_a_prefix_are_fetched_side_by_side_and_split_as_read_from_s
     s3.put_object(Bucket="bucket", Key="table/day=1/part-5.jsonl", Body=bad)
     with pytest.raises(SplitError, match=r"^s3://bucket/table/day=1/part-5.jsonl line 4: malformed JSON"):
         split_dataset(spec, CV, "s3://bucket/runs/bad/folds")
+
+
+def test_keys_that_would_leave_the_copy_are_not_parts(s3, tmp_path, monkeypatch):
+    """Whoever may write under the prefix names the keys: ``..`` or an empty segment must not
+    become a local path outside the fetched copy, nor two keys one file."""
+    body = b'{"class": "a"}\n{"class": "b"}\n'
+    for key in ("t/part-0.jsonl", "t/x/../../escaped.jsonl", "t/a//b.jsonl", "t/a/b.jsonl"):
+        s3.put_object(Bucket="bucket", Key=key, Body=body)
+    scratch = tmp_path / "tmp" / "inner"
+    scratch.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setattr(stage, "STAGE_MIN_BYTES", 0)
+    plan = split_dataset(InputSpec(uri="s3://bucket/t/", label="class"), CVSpec(n_splits=2), "", write=False)
+    assert (plan.input["files"], plan.n_records) == (2, 4)  # part-0 and a/b
+    assert not (tmp_path / "tmp" / "escaped.jsonl").exists() and list(scratch.iterdir()) == []

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import posixpath
 import re
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -240,9 +239,14 @@ class PartedInput:
             )
         return parts
 
+    def below(self, path: str) -> str:
+        """``path`` relative to the prefix, as listed (not normalized: ``a/../b`` stays so)."""
+        return path[len(self.path.rstrip("/")) + 1 :]
+
     def _hidden(self, path: str) -> bool:
-        below = posixpath.relpath(path, self.path.rstrip("/"))
-        return any(segment.startswith(HIDDEN) for segment in below.split("/"))
+        # so are ".." and empty segments: such a key must not reach a local path outside (or
+        # shared within) the copy the input is fetched to
+        return any(not segment or segment.startswith(HIDDEN) for segment in self.below(path).split("/"))
 
     def fingerprint(self) -> tuple[Any, ...]:
         """Every file's key, size and version, listed anew: changes when a file is added or rewritten."""
@@ -265,7 +269,7 @@ class PartedInput:
             for part in self.parts:
                 size = part.opened_as[0]  # as listed when the input was opened
                 # names and sizes count: the same bytes cut into other files are other parts to reference
-                self.reader.mark(f"{posixpath.relpath(part.path, self.path)}\0{size}\0".encode())
+                self.reader.mark(f"{self.below(part.path)}\0{size}\0".encode())
                 yield from self._part_chunks(part, blank_free)
         finally:
             self.reader.close()

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import posixpath
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -96,7 +95,7 @@ def _fetch(source: InputFile, local: Path) -> InputFile:
 def _fetch_parts(source: PartedInput, folder: Path) -> PartedInput:
     """Every file to the same name under ``folder``: the copy lists, numbers and hashes as the input."""
     log.info("fetching the %d files under %s", len(source.parts), source.uri)
-    locals_ = [folder / posixpath.relpath(part.path, source.path) for part in source.parts]
+    locals_ = [folder / source.below(part.path) for part in source.parts]  # no "..": those are not parts
     source.fs.get([part.path for part in source.parts], [str(path) for path in locals_])
     if source.fingerprint() != source.opened_as:
         raise SplitError(f"input.uri: {source.uri} changed while it was being read; run the split again")
