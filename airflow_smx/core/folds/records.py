@@ -218,9 +218,15 @@ class PartedInput:
         if not listed:
             raise SplitError(f"input.uri: no files under the prefix {uri}")
         self.opened_as = _listing_fingerprint(listed)  # of the very listing the parts are
+        paths = list(listed)
+        if compression == "auto":  # every file's first 2 bytes, asked for at once
+            heads = self.fs.cat_ranges(paths, [0] * len(paths), [2] * len(paths), on_error="raise")
+            kinds = ["gzip" if head == GZIP_MAGIC else "none" for head in heads]
+        else:
+            kinds = [compression] * len(paths)
         self.parts = [
-            InputFile(self.fs.unstrip_protocol(path), compression, storage_options, info)
-            for path, info in listed.items()
+            InputFile(self.fs.unstrip_protocol(path), kind, storage_options, listed[path])
+            for path, kind in zip(paths, kinds, strict=True)
         ]
         kinds = {part.compression for part in self.parts}
         self.compression = kinds.pop() if len(kinds) == 1 else "mixed"
