@@ -45,6 +45,8 @@ DAG_TESTS = [
     # the fold assignment redraws scikit-learn's random numbers in compact arrays: it is proven
     # against each image's own scikit-learn (1.7 to 1.9) and numpy (1.26 and 2.x)
     "tests/test_folds_sklearn.py",
+    # an S3 input is fetched with fsspec's cat_ranges/get and parts put back: each image's s3fs
+    "tests/test_folds_s3.py",
 ]
 # Decisions made in plain Python (airflow_smx.core) that reach Airflow only through the same
 # task code the kept tests run: `make test` runs them on the newest Airflow; here they would only
