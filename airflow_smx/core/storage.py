@@ -10,6 +10,7 @@ import contextlib
 import json
 import posixpath
 import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
@@ -19,6 +20,12 @@ from fsspec import AbstractFileSystem
 BLOCK = 8 << 20  # s3fs multipart part size on write and read-ahead on read (S3's minimum part is 5 MiB)
 S3_MIN_PART = 5 << 20
 S3_MAX_COPY_PART = 5 << 30
+LOCAL_ROOM = 1.5  # a local copy of n bytes is made only where 1.5 x n is free: room for the rest
+
+
+def local_room_for(nbytes: int) -> bool:
+    """Whether the temporary folder can take a copy of ``nbytes`` (an S3 input, or parts for S3)."""
+    return shutil.disk_usage(tempfile.gettempdir()).free > LOCAL_ROOM * nbytes
 
 
 def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[AbstractFileSystem, str]:

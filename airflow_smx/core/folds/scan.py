@@ -95,6 +95,7 @@ class Scan:
     range_records: list[int] | None = None  # records per range
     lengths: np.ndarray | None = None  # bytes per record, without "\n" (parallel scans only)
     files: int = 1  # files read as one input (a prefix of part files)
+    record_bytes: int = 0  # the records' bytes as the parts hold them ("\n" each; no header, no blank line)
 
     def identify(self) -> None:
         """Wait for the input's size and sha256 if they are still being computed."""
@@ -114,6 +115,7 @@ class RangeScan:
     values: dict[str, list[Any]]
     codes: dict[str, np.ndarray]
     lengths: np.ndarray | None
+    record_bytes: int
 
 
 def scan(source: Input, spec: InputSpec, workers: int | None = None) -> Scan:
@@ -166,13 +168,14 @@ def _scan_range(
 ) -> RangeScan:
     coders = {role: Coder(role) for role in reader.roles}
     sizes = array("I") if lengths else None
-    n = 0
+    n = record_bytes = 0
     for chunk in records:
         for role, values in reader.read(chunk).items():
             coders[role].add(values)
         if sizes is not None:
             sizes.extend(map(len, chunk.records))
         n += len(chunk.records)
+        record_bytes += sum(map(len, chunk.records)) + len(chunk.records)
         if progress and n % 1_000_000 < len(chunk.records):
             log.info("scanned %d records", n)
     return RangeScan(
@@ -182,6 +185,7 @@ def _scan_range(
         # compact before they travel to the parent: 1 or 2 bytes a record instead of 4
         codes={role: compact_table(np.frombuffer(c.array, dtype=np.int32), len(c.codes)) for role, c in coders.items()},
         lengths=np.frombuffer(sizes, dtype=np.uint32) if sizes is not None else None,
+        record_bytes=record_bytes,
     )
 
 
@@ -192,6 +196,7 @@ def _merge(result: Scan, ranges: list[RangeScan]) -> None:
     codes and lengths never exist twice."""
     n = result.n_records = sum(r.n_records for r in ranges)
     result.n_lines = sum(r.n_lines for r in ranges)
+    result.record_bytes = sum(r.record_bytes for r in ranges)
     for role in list(ranges[0].codes):
         coder = Coder(role)
         tables = [coder.merge(part.values[role]) for part in ranges]

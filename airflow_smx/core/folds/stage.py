@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,6 @@ log = logging.getLogger(__name__)
 STAGE_MIN_BYTES = 64 << 20  # below this, one stream is about as fast as the parallel fetch
 RANGE_BYTES = 8 << 20
 IN_FLIGHT = 4  # ranges fetched at once; with the batch being written, at most 64 MiB of buffers
-ROOM = 1.5  # free space the fetch leaves: 1.5 x the object's size must be free
 
 
 @contextlib.contextmanager
@@ -51,7 +49,7 @@ def _worth_staging(source: Input) -> bool:
     if storage.is_local(source.fs):
         return False
     size = _stored_size(source)
-    return size >= STAGE_MIN_BYTES and shutil.disk_usage(tempfile.gettempdir()).free > ROOM * size
+    return size >= STAGE_MIN_BYTES and storage.local_room_for(size)
 
 
 def _stored_size(source: Input) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from operator import itemgetter
@@ -36,15 +35,12 @@ def write_parts(fs: Any, source: Input, found: Scan, folds: np.ndarray, targets:
 
     :param targets: fold code (HOLDOUT for the hold-out) -> scheme-less output path
     """
-    if not storage.is_local(fs) and shutil.disk_usage(tempfile.gettempdir()).free > ROOM * found.bytes:
+    if not storage.is_local(fs) and storage.local_room_for(found.record_bytes):  # uncompressed, one repeat
         _write_then_upload(fs, source, found, folds, targets)
     elif found.cuts is not None and storage.is_local(fs):
         _write_parallel(fs, source, found, folds, targets)
     else:
         _write_sequential(fs, source, found, folds, targets)
-
-
-ROOM = 1.5  # free local space writing through local disk needs: 1.5 x the input's size
 
 
 def _write_then_upload(fs: Any, source: Input, found: Scan, folds: np.ndarray, targets: dict[int, str]) -> None:
