@@ -4,7 +4,7 @@ When the input was scanned in byte ranges (a local file, or an S3 object fetched
 range is written by its own process: the first pass measured every record, so where each
 range's records start in each part is known beforehand, and the processes write side by side
 into the same files. Parts bound for S3 are written on local disk first, then uploaded at once
-(fsspec's put: the files side by side, each in concurrent multipart chunks) rather than
+(fsspec's put: the files side by side, large ones in concurrent multipart chunks) rather than
 streamed one buffer at a time. Every way gives the same bytes.
 """
 
