@@ -12,7 +12,7 @@ test: $(VENV)/.installed system-packages
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-# The edit loop: ruff and every test but the end-to-end deployment (about 4 minutes).
+# The edit loop: ruff and every test but the end-to-end deployment (about 12 minutes).
 test-fast: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not e2e"
