@@ -139,6 +139,11 @@ class InputFile:
         return _version(self.fs.info(self.path))
 
     @property
+    def listed_size(self) -> int:
+        """The stored size when the input was opened (no request)."""
+        return int(self.opened_as[0])
+
+    @property
     def size(self) -> int:
         return self.fs.size(self.path)
 
@@ -273,9 +278,8 @@ class PartedInput:
         self.reader = HashingReader(None, hashing)
         try:
             for part in self.parts:
-                size = part.opened_as[0]  # as listed when the input was opened
                 # names and sizes count: the same bytes cut into other files are other parts to reference
-                self.reader.mark(f"{self.below(part.path)}\0{size}\0".encode())
+                self.reader.mark(f"{self.below(part.path)}\0{part.listed_size}\0".encode())
                 yield from self._part_chunks(part, blank_free)
         finally:
             self.reader.close()

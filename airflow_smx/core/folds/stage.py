@@ -55,11 +55,11 @@ def _worth_staging(source: Input) -> bool:
 def _stored_size(source: Input) -> int:
     """As listed when the input was opened: no request."""
     parts = source.parts if isinstance(source, PartedInput) else [source]
-    return sum(int(part.opened_as[0]) for part in parts)
+    return sum(part.listed_size for part in parts)
 
 
 def _fetch(source: InputFile, local: Path) -> InputFile:
-    size = int(source.opened_as[0])
+    size = source.listed_size
     log.info(
         "fetching %s (%d MB) in ranges of %d MiB, %d at once", source.uri, size // 10**6, RANGE_BYTES >> 20, IN_FLIGHT
     )
