@@ -27,6 +27,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end deployments run last (pytest would start with tests/e2e/): a broken unit shows
+    in minutes, and CI builds the version matrix's venvs alongside the quick tests, not the
+    deployments, whose schedulers and API servers must not starve for CPU."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
 def make_records(n: int, seed: int, n_classes: int = 4, n_groups: int = 30, int_groups: bool = False) -> list[dict]:
     """Records with imbalanced labels and uneven groups; ``id`` is the record's position."""
     rng = random.Random(seed)
@@ -123,6 +130,9 @@ def airflow_db() -> None:
     # what a deployment's DAG processor does before any run: records the DAGs and activates their
     # assets (Airflow 3.0's dag.test() does neither, and then refuses the run's outlet asset)
     subprocess.run([str(airflow), "dags", "reserialize"], check=True, capture_output=True, timeout=300)
+    from tests.versions import share_in_process_api
+
+    share_in_process_api()
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from packaging.version import Version
 
 from airflow_smx.compat import AIRFLOW_VERSION
@@ -48,3 +50,16 @@ __all__ = [
     "XComModel",
     "asset_condition",
 ]
+
+
+def share_in_process_api() -> None:
+    """dag.test() runs each task against an in-process Execution API. Airflow 3.0 builds a new one
+    for every task (about 1.5 s of FastAPI and Cadwyn routing each, most of a matrix run's time);
+    later Airflow keeps one (``functools.lru_cache`` on ``in_process_api_server``). The tests keep
+    one on every version."""
+    try:
+        from airflow.sdk.execution_time import supervisor
+    except ImportError:  # Airflow 2: dag.test() runs tasks in the test's own process
+        return
+    if not hasattr(supervisor.in_process_api_server, "cache_info"):
+        supervisor.in_process_api_server = functools.lru_cache(maxsize=1)(supervisor.in_process_api_server)
