@@ -203,27 +203,28 @@ def test_a_job_of_another_run_with_the_same_name_is_not_adopted(s3, sagemaker):
     assert len(sagemaker.creates) == 1
 
 
+def racing_create(sagemaker, config):
+    """Another client creates ``config``'s job just before ours (print_log=False: the hook would
+    otherwise sleep its 30 s check_interval once after creating)."""
+
+    def create(name):
+        sagemaker.before_create = None
+        operator(config).hook.create_training_job(config, wait_for_completion=False, print_log=False)
+
+    return create
+
+
 def test_a_job_another_run_creates_first_in_a_race_is_not_adopted(s3, sagemaker):
     """CreateTrainingJob answers ResourceInUse: the owner is checked there too."""
 
-    def racing_create(name):
-        sagemaker.before_create = None
-        operator(fold_config(s3, run="run-b")).hook.create_training_job(
-            fold_config(s3, run="run-b"), wait_for_completion=False
-        )
-
-    sagemaker.before_create = racing_create
+    sagemaker.before_create = racing_create(sagemaker, fold_config(s3, run="run-b"))
     with pytest.raises(AirflowFailException, match="belongs to Airflow run 'run-b', not 'run-a'"):
         operator(fold_config(s3, run="run-a")).execute({})
     assert [c["name"] for c in sagemaker.creates] == [FIRST, FIRST]  # theirs, then ours refused
 
 
 def test_our_own_job_created_in_a_race_is_adopted(s3, sagemaker):
-    def racing_create(name):
-        sagemaker.before_create = None
-        operator(fold_config(s3)).hook.create_training_job(fold_config(s3), wait_for_completion=False)
-
-    sagemaker.before_create = racing_create
+    sagemaker.before_create = racing_create(sagemaker, fold_config(s3))
     with pytest.raises(TaskDeferred) as deferred:
         operator(fold_config(s3)).execute({})
     assert deferred.value.trigger.job_name == FIRST
