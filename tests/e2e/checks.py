@@ -132,10 +132,10 @@ def run_within_pool(
 def cancel_stops_jobs(deployment: Deployment, conf: dict[str, Any], triggerer: str) -> float:
     """Mark a run of two long folds failed once both train: its jobs stop within seconds, by the
     triggers' on_kill while the triggerer is ``"watching"`` them, and by the run's teardown
-    whatever the triggerer does (``"paused"``: frozen). The seconds from the mark to every job stopped.
+    whatever the triggerer does (``"down"``: killed, started again after). The seconds from the mark to every job stopped.
 
     Each path is shown alone: with the triggerer watching, what runs tasks (the scheduler's
-    LocalExecutor, or the Celery worker) is frozen, so the teardown cannot stop the jobs first.
+    LocalExecutor, or the Celery worker) is down, so the teardown cannot stop the jobs first.
     """
     run_id = start_run(deployment, conf)
     in_progress = lambda: [j for j in deployment.aws.jobs(run_id).values() if j["status"] == "InProgress"]  # noqa: E731
@@ -146,7 +146,7 @@ def cancel_stops_jobs(deployment: Deployment, conf: dict[str, Any], triggerer: s
     if triggerer == "watching":
         wait_for("the triggerer to watch both jobs", lambda: logs().count(") starting") == 2, timeout=60)
     task_runner = CELERY_WORKER if CELERY_WORKER in deployment.airflow.components else "scheduler"
-    with deployment.airflow.paused("triggerer" if triggerer == "paused" else task_runner):
+    with deployment.airflow.down("triggerer" if triggerer == "down" else task_runner):
         cancelled = time.monotonic()
         mark_failed(deployment, run_id)
         stopped = lambda: {j["status"] for j in deployment.aws.jobs(run_id).values()} == {"Stopped"}  # noqa: E731
@@ -159,7 +159,7 @@ def cancel_stops_jobs(deployment: Deployment, conf: dict[str, Any], triggerer: s
             wait_for("the triggerer to call on_kill on both", lambda: logs().count("invoking on_kill") == 2, timeout=60)
     assert deployment.airflow.watch(run_id, timeout=120).state == "failed"
     assert seconds < 15
-    if triggerer == "paused":  # nothing but the teardown could have stopped them
+    if triggerer == "down":  # nothing but the teardown could have stopped them
         teardown = deployment.airflow.task_log(run_id, "stop_unfinished_jobs")
         assert teardown.count("Stopped training job") == 2, teardown
     return seconds

@@ -336,13 +336,24 @@ class Airflow:
 
     def crash(self, component: str) -> None:
         """SIGKILL a component and every process under it, as a lost machine would, then start it again."""
+        with self.down(component):
+            pass
+
+    @contextlib.contextmanager
+    def down(self, component: str) -> Iterator[None]:
+        """A component lost (SIGKILL to it and every process under it) until the block ends, then
+        started again. Killed, not frozen: a frozen process may hold Postgres row locks mid-transaction,
+        which would stall the API server's own writes; a lost one's connections close."""
         index = self.components.index(component)
         main = psutil.Process(self.processes[index].pid)
         for process in [main, *main.children(recursive=True)]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
         self.processes[index].wait(timeout=30)
-        self.processes[index] = self.launch(component)
+        try:
+            yield
+        finally:
+            self.processes[index] = self.launch(component)
 
     def kill_task(self, ti_id: str) -> int:
         """SIGKILL the process running a task instance (its title is ``airflow worker -- {id}``); its pid.
@@ -379,20 +390,6 @@ class Airflow:
                 if process.environ().get("AIRFLOW_HOME") == str(self.home):
                     found.update({p.pid: p for p in [process, *process.children(recursive=True)]})
         return list(found.values())
-
-    @contextlib.contextmanager
-    def paused(self, component: str) -> Iterator[None]:
-        """SIGSTOP a component and its children (a triggerer that is down), SIGCONT on exit."""
-        main = psutil.Process(self.processes[self.components.index(component)].pid)
-        processes = [main, *main.children(recursive=True)]
-        for process in processes:
-            process.suspend()
-        try:
-            yield
-        finally:
-            for process in processes:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    process.resume()
 
     def running(self) -> bool:
         """Whether any process of the group is left (our own exited children are reaped first)."""

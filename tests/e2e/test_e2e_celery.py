@@ -89,7 +89,7 @@ def test_a_large_local_input_is_split_by_forked_processes(celery_deployment: Dep
     )
 
 
-@pytest.mark.parametrize("triggerer", ["watching", "paused"])
+@pytest.mark.parametrize("triggerer", ["watching", "down"])
 def test_cancelling_a_run_stops_its_training_jobs(celery_deployment: Deployment, triggerer: str) -> None:
     conf = sagemaker_request(f"celery-cancel-{triggerer}", n_splits=2, seconds=3600)
     seconds = cancel_stops_jobs(celery_deployment, conf, triggerer)

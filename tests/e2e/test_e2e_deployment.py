@@ -87,10 +87,10 @@ def test_cancelling_a_run_before_its_folds_start_fails_it(deployment: Deployment
     assert deployment.aws.jobs(run_id) == {}
 
 
-@pytest.mark.parametrize("triggerer", ["watching", "paused"])
+@pytest.mark.parametrize("triggerer", ["watching", "down"])
 def test_cancelling_a_run_stops_its_training_jobs(deployment: Deployment, triggerer: str) -> None:
     """Marking a run failed stops its jobs within seconds: the triggers' on_kill when the triggerer
-    is watching them, and the run's teardown whatever the triggerer does (here: frozen)."""
+    is watching them, and the run's teardown whatever the triggerer does (here: down)."""
     conf = sagemaker_request(f"e2e-cancel-{triggerer}", n_splits=2, seconds=3600)
     record(f"cancel, triggerer {triggerer}", seconds_to_stop_jobs=cancel_stops_jobs(deployment, conf, triggerer))
 
