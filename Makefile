@@ -58,7 +58,8 @@ AIRFLOW ?= 3.3.1
 mwaa: $(VENV)/.installed
 	$(BIN)/python deploy/mwaa/build.py --airflow $(AIRFLOW)
 
-# Every MWAA image and the newest Airflow, each in a Python 3.12 venv installed as its users do,
-# running the DAG-level tests (venvs cached in ~/.cache/airflow-smx/matrix/; see scripts/matrix.py).
+# Every MWAA image, each in a Python 3.12 venv installed as its users do, running the DAG-level
+# tests, two images at a time (venvs cached in ~/.cache/airflow-smx/matrix/; see scripts/matrix.py).
+MATRIX_JOBS ?= 2
 matrix: $(VENV)/.installed
-	$(BIN)/python scripts/matrix.py
+	$(BIN)/python scripts/matrix.py --jobs $(MATRIX_JOBS)

@@ -28,8 +28,10 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +91,9 @@ ENTRIES = {
     **{v: Entry(v, ROOT / "constraints" / f"mwaa-{v}.txt", True) for v in ("2.11.2", "3.0.6", "3.2.1", "3.3.1")},
     "newest": Entry("3.3.2", ROOT / "constraints.txt", False),
 }
+# What `make matrix` (and CI) runs: the MWAA images. `make test` already runs every test on the
+# newest Airflow under constraints.txt; `--only newest` adds its Python 3.12 venv from the wheel.
+DEFAULT = ["2.11.2", "3.0.6", "3.2.1", "3.3.1"]
 
 
 def python312() -> str:
@@ -192,45 +197,74 @@ def install_package(entry: Entry, venv: Path, work: Path) -> list[str]:
     return sorted(after[name] for name in after.keys() - image.keys() - tools)
 
 
-def run_tests(venv: Path, pytest_args: list[str]) -> tuple[bool, str]:
+def run_tests(venv: Path, pytest_args: list[str]) -> tuple[bool, str, str]:
+    """The DAG-level tests in ``venv``: (passed, pytest's last line, its output)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV"))}
     # old Airflow versions warn by the thousand (deprecations of their own): the failures are what matters
     cmd = [str(venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:warnings", "-q"]
     cmd += ["-m", "not e2e", "--tb=short"]
     cmd += [f"--deselect={test}" for test in VERSION_BLIND]
     result = subprocess.run([*cmd, *DAG_TESTS, *pytest_args], cwd=ROOT, env=env, capture_output=True, text=True)
-    sys.stdout.write(result.stdout + result.stderr[-2000:])
     lines = result.stdout.strip().splitlines()
-    return result.returncode == 0, lines[-1] if lines else "no output"
+    return result.returncode == 0, lines[-1] if lines else "no output", result.stdout + result.stderr[-2000:]
+
+
+BUILDING = threading.Lock()
+
+
+@dataclass
+class Outcome:
+    airflow: str
+    built: float  # seconds to step 1 (0 when cached)
+    total: float
+    passed: bool
+    summary: str
+    output: str
+
+
+def check(label: str, pytest_args: list[str], build_only: bool) -> Outcome:
+    """One entry: steps 1 to 4 (1 alone with ``build_only``)."""
+    entry, started = ENTRIES[label], time.monotonic()
+    output = f"== Airflow {entry.airflow} ({'MWAA image' if entry.mwaa else 'newest'}, {entry.constraints.name})\n"
+    work = ROOT / "build" / "matrix" / entry.airflow
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        venv = base_venv(entry)
+        built = time.monotonic() - started
+        if build_only:
+            return Outcome(entry.airflow, built, built, True, f"built {venv}", output)
+        with BUILDING:  # pip builds our wheel in the source tree (build/, *.egg-info): one at a time
+            added = install_package(entry, venv, work)
+        output += f"airflow-smx added to the image: {', '.join(added) or 'nothing but itself'}\n"
+        passed, summary, printed = run_tests(venv, pytest_args)
+        output += printed
+    except RuntimeError as error:
+        output += f"{error}\n"
+        built, passed, summary = time.monotonic() - started, False, str(error).splitlines()[0][:80]
+    return Outcome(entry.airflow, built, time.monotonic() - started, passed, summary, output)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=list(ENTRIES), help="run just these entries")
+    parser.add_argument("--build-only", action="store_true", help="build (or find cached) the venvs; no tests")
+    # an entry's tests keep about 2/3 of one core busy (the rest is waiting on moto and the simulated
+    # jobs): two at a time on 2 cores take about 2/3 of the sequential time
+    parser.add_argument("--jobs", type=int, default=1, help="entries tested at once (default 1)")
     parser.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     args = parser.parse_args()
-    rows, ok = [], True
-    for label in args.only or list(ENTRIES):
-        entry, started = ENTRIES[label], time.monotonic()
-        print(f"== Airflow {entry.airflow} ({'MWAA image' if entry.mwaa else 'newest'}, {entry.constraints.name})")
-        work = ROOT / "build" / "matrix" / entry.airflow
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        try:
-            venv = base_venv(entry)
-            built = time.monotonic() - started
-            added = install_package(entry, venv, work)
-            print(f"airflow-smx added to the image: {', '.join(added) or 'nothing but itself'}")
-            passed, summary = run_tests(venv, args.pytest_args)
-        except RuntimeError as error:
-            print(error)
-            built, passed, summary = time.monotonic() - started, False, str(error).splitlines()[0][:80]
-        ok &= passed
-        rows.append((entry.airflow, built, time.monotonic() - started, passed, summary))
+    labels = args.only or DEFAULT
+    with ThreadPoolExecutor(max_workers=1 if args.build_only else args.jobs) as pool:
+        outcomes = []
+        for outcome in pool.map(lambda label: check(label, args.pytest_args, args.build_only), labels):
+            sys.stdout.write(outcome.output)  # whole, in the entries' order: never interleaved
+            sys.stdout.flush()
+            outcomes.append(outcome)
     print("\n| Airflow | venv (s) | total (s) | result |\n| --- | --- | --- | --- |")
-    for airflow, built, total, passed, summary in rows:
-        print(f"| {airflow} | {built:.0f} | {total:.0f} | {'pass' if passed else 'FAIL'}: {summary} |")
-    return 0 if ok else 1
+    for o in outcomes:
+        print(f"| {o.airflow} | {o.built:.0f} | {o.total:.0f} | {'pass' if o.passed else 'FAIL'}: {o.summary} |")
+    return 0 if all(o.passed for o in outcomes) else 1
 
 
 if __name__ == "__main__":
