@@ -1,6 +1,8 @@
 """The version matrix: airflow-smx on every Amazon MWAA image and on the newest Airflow.
 
-    make matrix                         (or: python3 scripts/matrix.py [--only 3.0.6] [-- pytest args])
+    make matrix        (or: python3 scripts/matrix.py [--only 3.0.6] [--jobs 2] [--build-only] [-- pytest args])
+
+By default the four MWAA images; ``--only newest`` for the newest Airflow.
 
 Each entry is installed the way its users get it, with Python 3.12 (what MWAA runs):
 
