@@ -229,11 +229,15 @@ def test_clearing_a_finished_run_retrains_only_what_changed(deployment: Deployme
     conf["input"]["uri"] = f"s3://{BUCKET}/{key}"
     run_id = start_run(deployment, conf)
     finish(deployment, run_id)
+    # (not == 1: Airflow 3.3's LocalExecutor can report a resumed fold's success before the fold
+    # itself does, and the scheduler then retries it; the retry re-uses the job, as a clear does)
+    tries = {ti["map_index"]: ti["try_number"] for ti in fold_tasks(deployment, run_id)}
 
     deployment.airflow.clear(run_id, only_failed=False)
     unchanged = finish(deployment, run_id)
     assert jobs_by_fold(deployment, run_id) == {0: [(1, "Completed")], 1: [(1, "Completed")]}
-    assert {ti["try_number"] for ti in fold_tasks(deployment, run_id)} == {2}  # they ran, and re-used
+    cleared = {ti["map_index"]: ti["try_number"] for ti in fold_tasks(deployment, run_id)}
+    assert all(cleared[fold] > tries[fold] for fold in tries), (tries, cleared)  # they ran, and re-used
 
     deployment.s3.put_object(Bucket=BUCKET, Key=key, Body=dataset(seed=6))
     deployment.airflow.clear(run_id, only_failed=False)
