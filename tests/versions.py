@@ -53,10 +53,10 @@ __all__ = [
 
 
 def share_in_process_api() -> None:
-    """dag.test() runs each task against an in-process Execution API. Airflow 3.0 builds a new one
-    for every task (about 1.5 s of FastAPI and Cadwyn routing each, most of a matrix run's time);
-    later Airflow keeps one (``functools.lru_cache`` on ``in_process_api_server``). The tests keep
-    one on every version."""
+    """dag.test() runs each task against an in-process Execution API. Airflow 3.0 to 3.2 build a new
+    one for every task (about 1.5 s of FastAPI and Cadwyn routing each, most of a matrix run's
+    time); 3.3 keeps one (``functools.lru_cache`` on ``in_process_api_server``). The tests keep one
+    on every version."""
     try:
         from airflow.sdk.execution_time import supervisor
     except ImportError:  # Airflow 2: dag.test() runs tasks in the test's own process
