@@ -7,6 +7,7 @@ configuration options (``smx.allowed_prefixes``).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_smx.core.policy import LocalCommand, Policy
@@ -75,6 +76,32 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "account needs a warm-pool quota for the instance type.",
         "default": "600",
     },
+    "offload_bytes": {
+        "description": "Inputs of at least this many bytes (all files of a prefix together) are split by a "
+        "SageMaker Processing job, which the split task waits for in the triggerer, instead of in the "
+        "worker: the same folds, byte for byte. Needs split_image and split_code_uri. 0 (the default): "
+        "every split runs in the worker. Dry runs always do.",
+        "default": "0",
+    },
+    "split_image": {
+        "description": "Image of the split's Processing job: a SageMaker scikit-learn image with Python 3.11 or "
+        "later, e.g. the region's sagemaker-scikit-learn:1.4-2-cpu-py312.",
+        "default": "",
+    },
+    "split_code_uri": {
+        "description": "S3 folder of the wheelhouse the split's Processing job installs from, offline: this "
+        "package's wheel and the wheels of its core dependencies at the workers' versions, for the image's "
+        "Python (README, 'Splitting on SageMaker').",
+        "default": "",
+    },
+    "split_instance_type": {
+        "description": "ml instance type of the split's Processing job.",
+        "default": "ml.m5.2xlarge",
+    },
+    "split_max_runtime_seconds": {
+        "description": "MaxRuntimeInSeconds of the split's Processing job; the task stops it after this.",
+        "default": "14400",
+    },
     "aws_conn_id": {"description": "Airflow connection for SageMaker and S3.", "default": "aws_default"},
     "pool": {
         "description": "Pool bounding the ml instances of all CV runs; each fold takes InstanceCount slots. "
@@ -135,6 +162,33 @@ def model_approval_status() -> str:
             f"[{SECTION}] model_approval_status must be one of {', '.join(APPROVAL_STATUSES)}, got {status!r}"
         )
     return status
+
+
+@dataclass(frozen=True)
+class Offload:
+    """Where a split runs: above ``threshold`` bytes (0: never), as a Processing job of this shape."""
+
+    threshold: int
+    image: str
+    code_uri: str
+    instance_type: str
+    max_runtime: int
+
+    def wanted(self, input_bytes: int) -> bool:
+        return 0 < self.threshold <= input_bytes
+
+
+def offload() -> Offload:
+    found = Offload(
+        threshold=int(get("offload_bytes")),
+        image=get("split_image"),
+        code_uri=get("split_code_uri"),
+        instance_type=get("split_instance_type"),
+        max_runtime=int(get("split_max_runtime_seconds")),
+    )
+    if found.threshold > 0 and not (found.image and found.code_uri.startswith("s3://")):
+        raise ValueError(f"[{SECTION}] offload_bytes is set: split_image and split_code_uri (s3://...) must be too")
+    return found
 
 
 def slot_sizes() -> list[int]:

@@ -4,15 +4,23 @@ moto completes every training job at creation, has no StopTrainingJob, silently 
 job created twice, and answers DescribeExperiment for a missing experiment with an HTTP 500. The
 fake records every create and stop, starts jobs InProgress, refuses a second job of one name
 (ResourceInUse), lets a test drive a job to its end with metrics and billing, and can refuse
-creates with ResourceLimitExceeded. It patches moto's backend and responses classes, so it works
+creates with ResourceLimitExceeded. Processing jobs (moto completes them at once, doing nothing)
+start InProgress and, where a test asks, run on this machine as their container would
+(:meth:`FakeSageMaker.run_locally`). It patches moto's backend and responses classes, so it works
 through moto's server as well.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
+import boto3
 from moto.sagemaker import models, responses
 
 try:  # moto 5.2
@@ -20,6 +28,8 @@ try:  # moto 5.2
 except ImportError:
     ServiceException = type(None)
 from moto.sagemaker.exceptions import ResourceInUseException, ResourceNotFound, SagemakerClientError, ValidationError
+
+from airflow_smx.core.folds.offload import CONTAINER
 
 
 def _aws_error(code: str, message: str) -> type[Exception]:
@@ -51,6 +61,9 @@ class FakeSageMaker:
         self.before_create: Any = None  # called with the job name before a create: a racing client
         self.fault: Any = None  # called with the operation's name before each training-job call: may raise
         self.lock = threading.Lock()
+        self.processing_creates: list[dict[str, Any]] = []
+        self.run_processing = False  # True: a created Processing job runs here, as its container would
+        self.processing_logs: dict[str, str] = {}
         original_create = models.SageMakerModelBackend.create_training_job
         fake = self
 
@@ -110,12 +123,74 @@ class FakeSageMaker:
                 raise ResourceNotFound(message=f"Experiment '{experiment_name}' does not exist.")
             return original_describe_experiment(backend, experiment_name)
 
+        original_create_processing = models.SageMakerModelBackend.create_processing_job
+
+        def create_processing_job(backend, **kwargs):
+            processing_job_name = kwargs["processing_job_name"]
+            with fake.lock:
+                fake.processing_creates.append({"name": processing_job_name, **kwargs})
+                if processing_job_name in backend.processing_jobs:
+                    raise ResourceInUseException(message=f"Processing job {processing_job_name} already exists")
+            job = original_create_processing(backend, **kwargs)
+            job.processing_job_status, job.processing_end_time = "InProgress", None
+            fake.backend = backend
+            if fake.run_processing:
+                threading.Thread(target=fake.run_locally, args=(job,), daemon=True).start()
+            return job
+
+        def stop_processing_job(backend, processing_job_name):
+            job = backend.processing_jobs.get(processing_job_name)
+            if job is None:
+                raise ValidationError(message="Requested resource not found.")
+            if job.processing_job_status != "InProgress":
+                raise ValidationError(message=f"The processing job is in status {job.processing_job_status}.")
+            with fake.lock:
+                fake.stops.append(processing_job_name)
+            job.processing_job_status = "Stopped"
+
+        def stop_processing_response(self):
+            self.sagemaker_backend.stop_processing_job(self._get_param("ProcessingJobName"))
+            return responses.ActionResult({})
+
+        monkeypatch.setattr(models.SageMakerModelBackend, "create_processing_job", create_processing_job)
+        monkeypatch.setattr(models.SageMakerModelBackend, "stop_processing_job", stop_processing_job, raising=False)
+        monkeypatch.setattr(responses.SageMakerResponse, "stop_processing_job", stop_processing_response, raising=False)
         monkeypatch.setattr(models.SageMakerModelBackend, "list_tags", list_tags)
         monkeypatch.setattr(models.SageMakerModelBackend, "describe_experiment", describe_experiment)
         monkeypatch.setattr(models.SageMakerModelBackend, "describe_training_job", describe_training_job)
         monkeypatch.setattr(models.SageMakerModelBackend, "create_training_job", create_training_job)
         monkeypatch.setattr(models.SageMakerModelBackend, "stop_training_job", stop_training_job, raising=False)
         monkeypatch.setattr(responses.SageMakerResponse, "stop_training_job", stop_response, raising=False)
+
+    def run_locally(self, job: Any) -> None:
+        """Run a Processing job as SageMaker would, on this machine: download its inputs to where its
+        container expects them (under a temporary folder standing for /opt/ml/processing), run its
+        command there, and end it Completed or Failed by the exit code. The container's own first
+        step, installing the package from the wheelhouse, is checked, not run: this interpreter has
+        it installed already."""
+        entrypoint, arguments = (
+            job.app_specification["ContainerEntrypoint"],
+            job.app_specification["ContainerArguments"],
+        )
+        assert entrypoint[:2] == ["/bin/sh", "-c"] and "pip install --quiet --no-index --find-links" in entrypoint[2]
+        with tempfile.TemporaryDirectory() as root:
+            local = lambda path: path.replace(CONTAINER, root)  # noqa: E731
+            s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+            for given in job.processing_inputs:
+                bucket, _, prefix = given["S3Input"]["S3Uri"].removeprefix("s3://").partition("/")
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                    for item in page.get("Contents", []):
+                        target = Path(local(given["S3Input"]["LocalPath"])) / item["Key"][len(prefix) :].lstrip("/")
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        s3.download_file(bucket, item["Key"], str(target))
+            command = [sys.executable if a == "python3" else local(a) for a in arguments]
+            done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=600)
+        self.processing_logs[job.processing_job_name] = done.stdout + done.stderr
+        if job.processing_job_status != "InProgress":  # stopped meanwhile
+            return
+        if done.returncode:
+            job.failure_reason = f"AlgorithmError: See job logs for more information (exit code {done.returncode})"
+        job.processing_job_status = "Completed" if done.returncode == 0 else "Failed"
 
     def call(self, operation: str) -> None:
         if self.fault is not None:

@@ -59,6 +59,12 @@ def training_job_name(name: str, when: datetime, fold: int, key: str = "") -> st
     return fit_name(PREFIX, name, f"-{timestamp(when, key)}-{fold_label(fold)}", MAX_JOB_NAME - ATTEMPT_ROOM)
 
 
+def split_job_name(name: str, when: datetime, key: str = "") -> str:
+    """``crossvalidator-{name}-{YYYYMMDD}-{HHMMSS}-{key}-split``: the run's split, when a SageMaker
+    Processing job makes it (attempts as a fold's: :func:`attempt_name`)."""
+    return fit_name(PREFIX, name, f"-{timestamp(when, key)}-split", MAX_JOB_NAME - ATTEMPT_ROOM)
+
+
 def model_package_group(name: str) -> str:
     """``crossvalidator-{name}``: the Model Package Group that holds every refit model of the name."""
     return fit_name(PREFIX, name, "", MAX_GROUP_NAME)

@@ -28,13 +28,13 @@ from airflow_smx.backends import backend
 from airflow_smx.compat import DAG, Param, TaskGroup, TriggerRule, literal
 from airflow_smx.core.form import form_fields
 from airflow_smx.core.request import parse_request
+from airflow_smx.dag.split import SplitDatasetOperator
 from airflow_smx.dag.tasks import (
     aggregate_results,
     check_request,
     refit_job,
     register_model,
     select_folds,
-    split_dataset_task,
     stop_unfinished_jobs,
 )
 from airflow_smx.links.sagemaker import CrossValidationReportLink
@@ -136,7 +136,9 @@ def cross_validation_dag(
         **kwargs,
     ) as dag:
         run = check_request(literal(request), max(sizes))  # the stored request is data, never a template
-        folds = split_dataset_task.override(task_id="split_dataset")(run)
+        split = SplitDatasetOperator(task_id="split_dataset", aws_conn_id=aws_conn_id)  # reads run's XCom
+        run >> split
+        folds = split.output
         tasks = fold_tasks(sizes)
         group = TaskGroup("fold_tasks", prefix_group_id=False) if len(tasks) > 1 else None
         trainers = training_tasks(folds, "fold", tasks, group, pool, aws_conn_id)

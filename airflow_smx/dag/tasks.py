@@ -16,21 +16,20 @@ from airflow_smx import settings
 from airflow_smx.backends import backend
 from airflow_smx.compat import RETRY_BACKOFF, AirflowFailException, asset, task
 from airflow_smx.core import storage
-from airflow_smx.core.dry_run import dry_run_report, dry_run_text
-from airflow_smx.core.folds import SplitError, read_plan, split_dataset
+from airflow_smx.core.folds import read_plan
 from airflow_smx.core.form import request_from_form, unknown_fields
 from airflow_smx.core.gate import GateError, judge, load_baseline, pointer_uri
 from airflow_smx.core.job_requests import FoldJob, fold_training_config
-from airflow_smx.core.naming import FINAL, cv_run_id, run_key, trial_name
+from airflow_smx.core.naming import FINAL, cv_run_id, run_key
 from airflow_smx.core.registry import group_tags, model_metrics, package_request, test_scores, version_record
 from airflow_smx.core.report_html import html_report
 from airflow_smx.core.request import CVRequest, RequestError, in_user_terms, parse_request
 from airflow_smx.core.results import cv_result, report
 from airflow_smx.core.smx_validator import is_smx_validator_input
+from airflow_smx.dag.split import DRY_RUN_REPORT, results_folder
 from airflow_smx.hooks.s3fs_options import storage_options_for
 from airflow_smx.links.sagemaker import link_report
 
-DRY_RUN_REPORT = "dry_run.json"
 MODEL_METRICS = "model_metrics.json"
 REFIT_TASK = "refit_job"
 HTML_REPORT = "cv_report.html"
@@ -96,51 +95,6 @@ def check_request(stored: dict[str, Any] | None = None, largest_slot: int = 1, *
         "when": when.isoformat(),
         "run_id": dag_run.run_id,
     }
-
-
-# A killed worker or a storage outage fails a try; the retry writes the same bytes to the same
-# keys (the split is deterministic), or finds the split done (plan.json) and writes nothing.
-@task(retries=3, retry_delay=datetime.timedelta(seconds=15), retry_exponential_backoff=RETRY_BACKOFF)
-def split_dataset_task(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """Write the folds; return one FoldJob per fold (its CreateTrainingJob request: URIs and counts only).
-
-    A dry run scans and assigns the same folds, writes its report instead, and returns none:
-    the fold tasks are skipped, and nothing is trained or prepared.
-    """
-    request = CVRequest.model_validate(run["request"])
-    when = datetime.datetime.fromisoformat(run["when"])
-    folds_uri = storage.join(request.output_uri, run["cv_run_id"], "folds")
-    options = storage_options_for(settings.get("aws_conn_id"), request.input.uri, folds_uri)
-    try:
-        plan = split_dataset(
-            request.input,
-            request.cv,
-            folds_uri,
-            assemble_train=request.channels.train.needs_single_object,
-            storage_options=options,
-            write=not request.dry_run,
-            final=request.refit,
-        )
-    except SplitError as error:
-        raise AirflowFailException(f"cannot split: {error}") from None
-    role = settings.get("role_arn") or None
-    configs = [fold_training_config(request, plan, f, when, run["run_id"], role, run["key"]) for f in plan.folds]
-    if request.dry_run:
-        report = dry_run_report(request, plan, [config["TrainingJobName"] for config in configs], run["cv_run_id"])
-        _, fs, path = results_folder(request, run)
-        storage.write_json(fs, f"{path}/{DRY_RUN_REPORT}", report)
-        print(dry_run_text(report))
-        return []
-    trainer = backend(request.backend, settings.get("aws_conn_id"))
-    trainer.prepare(request, trial_name(request.name, when, run["key"]))
-    return [trainer.fold_job(request, f.index, config).kwargs() for f, config in zip(plan.folds, configs, strict=True)]
-
-
-def results_folder(request: CVRequest, run: dict[str, Any]) -> tuple[str, Any, str]:
-    """Where a run's results go: ``{output_uri}/{cv_run_id}/results``, as (URI, filesystem, path)."""
-    uri = storage.join(request.output_uri, run["cv_run_id"], "results")
-    fs, path = storage.filesystem(uri, storage_options_for(settings.get("aws_conn_id"), request.output_uri))
-    return uri, fs, path
 
 
 def fold_task_of(fold: FoldJob, fold_tasks: list[tuple[str, int]]) -> tuple[str, int]:

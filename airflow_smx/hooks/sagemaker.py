@@ -36,6 +36,29 @@ class CrossValidationSageMakerHook(SageMakerHook):
                 return None
             raise
 
+    def describe_processing_job_or_none(self, job_name: str) -> dict[str, Any] | None:
+        """DescribeProcessingJob, or None when there is no such job."""
+        try:
+            return self.describe_processing_job(job_name)
+        except ClientError as error:
+            if error_code(error) in MISSING:
+                return None
+            raise
+
+    def processing_attempts(self, first: str) -> list[dict[str, Any]]:
+        """DescribeProcessingJob of every attempt of the split whose first job is ``first``, in order."""
+        return find_attempts(first, self.describe_processing_job_or_none)
+
+    def stop_processing_job(self, job_name: str) -> bool:
+        """Stop a processing job; False if it had already ended."""
+        try:
+            self.conn.stop_processing_job(ProcessingJobName=job_name)
+        except ClientError as error:
+            if not already_ended(error):
+                raise
+            return False
+        return True
+
     def training_job_tags(self, job_arn: str) -> dict[str, str]:
         """A training job's tags, by key (a job holds at most 50: one page)."""
         return {tag["Key"]: tag["Value"] for tag in self.conn.list_tags(ResourceArn=job_arn).get("Tags", [])}

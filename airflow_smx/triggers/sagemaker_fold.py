@@ -1,4 +1,4 @@
-"""A SageMaker training trigger that stops its job when the user kills the deferred task."""
+"""A SageMaker job trigger (training or processing) that stops its job when the user kills the deferred task."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ class SageMakerFoldTrainingTrigger(SageMakerTrigger):
     then ends as the job did). ``on_kill`` needs Airflow 3.3 (before, the run's teardown stops a
     cancelled fold's job).
 
-    :param job_name: the training job to wait for
+    The split's Processing job is waited for (and stopped) the same way.
+
+    :param job_name: the job to wait for
+    :param job_type: ``Training`` (a fold) or ``Processing`` (the split)
     """
 
     def __init__(self, job_name: str, job_type: str = "Training", **kwargs):
@@ -47,11 +50,12 @@ class SageMakerFoldTrainingTrigger(SageMakerTrigger):
             yield TriggerEvent({"status": "error", "message": str(error), "job_name": self.job_name})
 
     async def on_kill(self) -> None:
+        kind = self.job_type.lower()
         async with await trigger_hook(self).get_async_conn() as client:
             try:
-                await client.stop_training_job(TrainingJobName=self.job_name)
-                self.log.info("Stopped training job %s", self.job_name)
+                await getattr(client, f"stop_{kind}_job")(**{f"{self.job_type}JobName": self.job_name})
+                self.log.info("Stopped %s job %s", kind, self.job_name)
             except ClientError as error:
                 if not already_ended(error):
                     raise
-                self.log.info("Training job %s had already ended: %s", self.job_name, error)
+                self.log.info("%s job %s had already ended: %s", self.job_type, self.job_name, error)

@@ -48,12 +48,12 @@ def staged(source: Input) -> Iterator[Input]:
 def _worth_staging(source: Input) -> bool:
     if storage.is_local(source.fs):
         return False
-    size = _stored_size(source)
+    size = stored_size(source)
     return size >= STAGE_MIN_BYTES and storage.local_room_for(size)
 
 
-def _stored_size(source: Input) -> int:
-    """As listed when the input was opened: no request."""
+def stored_size(source: Input) -> int:
+    """The input's bytes (every file's), as listed when it was opened: no request."""
     parts = source.parts if isinstance(source, PartedInput) else [source]
     return sum(part.listed_size for part in parts)
 

@@ -1,0 +1,170 @@
+"""The split as a SageMaker Processing job, above [smx] offload_bytes: the DAG waits for it and
+gets the same folds, byte for byte, as a split in the worker; a bad input fails in the user's
+terms; retries re-attach, kills stop. moto's Processing API holds the jobs; the test harness runs
+each one on this machine as its container would (tests/sagemaker_fake.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from airflow_smx.core.folds import offload, split_dataset
+from airflow_smx.core.request import CVSpec, InputSpec
+from airflow_smx.dag.split import SplitDatasetOperator
+from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
+from tests.dag_harness import conf, result_of, states
+from tests.versions import TaskDeferred
+
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-cpu-py312"
+
+
+@pytest.fixture
+def offloading(run_dag, sagemaker, s3, monkeypatch):
+    """Every split of at least 1 byte offloaded; the harness runs the jobs."""
+    for key, value in {
+        "AIRFLOW__SMX__OFFLOAD_BYTES": "1",
+        "AIRFLOW__SMX__SPLIT_IMAGE": IMAGE,
+        "AIRFLOW__SMX__SPLIT_CODE_URI": "s3://bucket/code/",
+    }.items():
+        monkeypatch.setenv(key, value)
+    s3.put_object(Bucket="bucket", Key="code/airflow_smx-0-py3-none-any.whl", Body=b"(the wheelhouse)")
+    sagemaker.run_processing = True
+    return run_dag
+
+
+def objects(s3, prefix: str) -> dict[str, bytes]:
+    listed = s3.list_objects_v2(Bucket="bucket", Prefix=prefix).get("Contents", [])
+    return {o["Key"][len(prefix) :]: s3.get_object(Bucket="bucket", Key=o["Key"])["Body"].read() for o in listed}
+
+
+def test_an_offloaded_split_writes_what_the_worker_would_and_the_run_trains_on_it(offloading, sagemaker, s3):
+    run = offloading(conf(cv={"strategy": "stratified", "n_splits": 5, "random_state": 7, "holdout": 0.1}))
+    assert run.state == "success", states(run)
+    (job,) = sagemaker.processing_creates
+    assert job["name"].endswith("-split") and job["name"].startswith("crossvalidator-iris-xgboost-")
+    assert job["app_specification"]["ImageUri"] == IMAGE
+    command = json.dumps(job["app_specification"])  # the request travels as a document, never in a command
+    assert "train.jsonl" not in command and "stratified" not in command
+    log = sagemaker.processing_logs[job["name"]]
+    assert "split 200 records into 5 folds" in log, log
+
+    summary = result_of(s3)[0]["summary"]
+    folds_prefix = f"out/{summary['cv_run_id']}/folds/"
+    theirs = objects(s3, folds_prefix)
+    split_dataset(
+        InputSpec(uri="s3://bucket/data/train.jsonl", label="class"),
+        CVSpec(strategy="stratified", n_splits=5, random_state=7, holdout=0.1),
+        "s3://bucket/here/folds",
+        final=True,
+    )
+    ours = objects(s3, "here/folds/")
+    assert theirs.keys() == ours.keys() and len(ours) > 10
+    for key in ours:  # the parts byte for byte; the plan and manifests name their own folder
+        assert theirs[key] == ours[key].replace(b"here/folds", folds_prefix.rstrip("/").encode()), key
+    trained = next(c for c in sagemaker.creates if c["name"].endswith("-fold0"))
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in trained["input_data_config"]}
+    assert channels["validation"] == f"s3://bucket/{folds_prefix}part-00000.jsonl"
+
+
+def test_a_bad_input_fails_the_offloaded_split_naming_the_line_and_leaves_no_folds(offloading, sagemaker, s3, printed):
+    body = b'{"class": "a"}\n{"class": "b"}\n{"class": \n{"class": "a"}\n' * 10
+    s3.put_object(Bucket="bucket", Key="data/train.jsonl", Body=body)
+    run = offloading(conf(cv={"strategy": "kfold", "n_splits": 2}))
+    assert run.state == "failed"
+    assert states(run)[("split_dataset", -1)] == "failed"
+    assert len(sagemaker.processing_creates) == 1  # a bad input is final: no retry starts another job
+    shown = printed()
+    assert "cannot split: line 3: malformed JSON" in shown, shown  # as a split in the worker says it
+    assert not [k for k in objects(s3, "out/") if "/folds/" in k]
+    assert sagemaker.creates == []
+
+
+def split_task() -> SplitDatasetOperator:
+    return SplitDatasetOperator(task_id="split_dataset", aws_conn_id=None, check_interval=1)
+
+
+class Context(dict):
+    """What the operator reads of a task's context: check_request's result, its try numbers."""
+
+    def __init__(self, run: dict, try_number: int = 1, retries: int = 3):
+        ti = type("TI", (), {"xcom_pull": lambda _, task_ids: run, "try_number": try_number, "max_tries": retries})
+        super().__init__(ti=ti())
+
+
+def checked_run(s3) -> dict:
+    from airflow_smx.core.request import parse_request
+
+    request = parse_request(conf(cv={"strategy": "kfold", "n_splits": 3}))
+    body = "".join(json.dumps({"class": f"c{i % 3}"}) + "\n" for i in range(60))
+    s3.put_object(Bucket="bucket", Key="data/train.jsonl", Body=body.encode())
+    return {
+        "request": request.model_dump(mode="json"),
+        "original": {},
+        "cv_run_id": "iris-xgboost-20261202-120000-abcdef",
+        "key": "abcdef",
+        "when": "2026-12-02T12:00:00+00:00",
+        "run_id": "manual__1",
+    }
+
+
+@pytest.fixture
+def offload_settings(s3, sagemaker, monkeypatch):
+    from tests.dag_harness import ROLE
+
+    for key, value in {
+        "AIRFLOW__SMX__OFFLOAD_BYTES": "1",
+        "AIRFLOW__SMX__SPLIT_IMAGE": IMAGE,
+        "AIRFLOW__SMX__SPLIT_CODE_URI": "s3://bucket/code/",
+        "AIRFLOW__SMX__ROLE_ARN": ROLE,
+        "AIRFLOW__SMX__AWS_CONN_ID": "",
+    }.items():
+        monkeypatch.setenv(key, value)
+    return checked_run(s3)
+
+
+def test_a_retry_reattaches_to_the_running_split_and_reuses_the_completed_one(offload_settings, sagemaker, s3):
+    run = offload_settings
+    with pytest.raises(TaskDeferred) as deferred:
+        split_task().execute(Context(run))
+    name = deferred.value.trigger.job_name
+    assert deferred.value.trigger.job_type == "Processing"
+    assert deferred.value.timeout.total_seconds() == 14400 + 1800
+    with pytest.raises(TaskDeferred) as again:  # the worker died; the retry finds the job running
+        split_task().execute(Context(run, try_number=2))
+    assert again.value.trigger.job_name == name and len(sagemaker.processing_creates) == 1
+
+    sagemaker.run_locally(sagemaker.backend.processing_jobs[name])
+    folds = split_task().execute_complete(Context(run), {"status": "success"})
+    assert len(folds) == 3 and folds[0]["config"]["TrainingJobName"].endswith("-fold0")
+    assert split_task().execute(Context(run, try_number=2)) == folds  # re-used, not split again
+    assert len(sagemaker.processing_creates) == 1
+
+
+def test_killing_the_task_or_its_trigger_stops_the_split_job(offload_settings, sagemaker):
+    task = split_task()
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute(Context(offload_settings))
+    task.on_kill()
+    name = deferred.value.trigger.job_name
+    assert sagemaker.stops == [name]
+    assert sagemaker.backend.processing_jobs[name].processing_job_status == "Stopped"
+
+    cleared = split_task()  # a user's clear: a fresh try starts attempt 2
+    with pytest.raises(TaskDeferred) as second:
+        cleared.execute(Context(offload_settings, try_number=5, retries=7))
+    assert second.value.trigger.job_name == f"{name}-r2"
+    trigger = SageMakerFoldTrainingTrigger(job_name=f"{name}-r2", job_type="Processing", aws_conn_id=None)
+    asyncio.run(trigger.on_kill())
+    assert sagemaker.stops == [name, f"{name}-r2"]
+
+
+def test_the_job_installs_the_workers_versions_offline_and_refuses_others(tmp_path, monkeypatch):
+    pins = offload.versions()
+    command = offload.install_command(pins)
+    assert "--no-index" in command and f"scikit-learn=={pins['scikit-learn']}" in command
+    assert f"--no-deps airflow-smx=={pins['airflow-smx']}" in command  # not Airflow: the split never imports it
+    document = tmp_path / "split.json"
+    document.write_text(json.dumps({"versions": {**pins, "scikit-learn": "1.2.1"}}))
+    assert offload.run(str(document)) == 2  # another scikit-learn could draw other folds: no split at all
