@@ -51,6 +51,8 @@ DAG_TESTS = [
     "tests/test_folds_sklearn.py",
     # an S3 input is fetched with fsspec's cat_ranges/get and parts put back: each image's s3fs
     "tests/test_folds_s3.py",
+    # the split's Processing job: the stock processing operator, hook and trigger of each amazon
+    "tests/test_split_offload.py",
 ]
 # Decisions made in plain Python (airflow_smx.core) that reach Airflow only through the same
 # task code the kept tests run: `make test` runs them on the newest Airflow; here they would only
@@ -61,6 +63,7 @@ VERSION_BLIND = [
     "tests/test_dag.py::test_a_dry_run_reports_folds_job_names_and_spend_and_writes_nothing_else",
     "tests/test_dag.py::test_the_gate_promotes_a_first_run_stops_a_worse_one_and_promotes_a_better_one",
     "tests/test_dag.py::test_a_named_baseline_that_is_not_there_is_refused_before_any_job",
+    "tests/test_split_offload.py::test_a_bad_input_fails_the_offloaded_split_naming_the_line_and_leaves_no_folds",
 ]
 TOOLS = ["pytest", "moto[server]"]
 LAYOUT = "2"  # what base_venv leaves in a venv: change it when that changes, so cached venvs are rebuilt

@@ -168,3 +168,14 @@ def test_the_job_installs_the_workers_versions_offline_and_refuses_others(tmp_pa
     document = tmp_path / "split.json"
     document.write_text(json.dumps({"versions": {**pins, "scikit-learn": "1.2.1"}}))
     assert offload.run(str(document)) == 2  # another scikit-learn could draw other folds: no split at all
+
+
+def test_the_teardown_stops_a_split_job_its_cancelled_task_left_running(offload_settings, sagemaker):
+    from airflow_smx.dag.split import stop_unfinished_split
+
+    with pytest.raises(TaskDeferred) as deferred:
+        split_task().execute(Context(offload_settings))
+    name = deferred.value.trigger.job_name
+    assert stop_unfinished_split(offload_settings, None) == name
+    assert stop_unfinished_split(offload_settings, None) is None  # stopped already: nothing to do
+    assert sagemaker.stops == [name]

@@ -277,5 +277,24 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
             self.log.warning("Stopped the split's Processing job %s: %s", name, why)
 
 
+def stop_unfinished_split(run: dict[str, Any], aws_conn_id: str | None) -> str | None:
+    """The teardown's part: stop the run's split job if it still runs with no task waiting for it
+    (a run cancelled while its split was deferred, before Airflow 3.3 calls a trigger's on_kill).
+    Its name, if it was stopped."""
+    order = SplitOrder.of(run)
+    if order.request.backend != "sagemaker":
+        return None
+    hook = CrossValidationSageMakerHook(aws_conn_id=aws_conn_id)
+    attempts = hook.processing_attempts(order.job_name)
+    latest = attempts[-1] if attempts else None
+    if (
+        latest
+        and latest["ProcessingJobStatus"] == "InProgress"
+        and hook.stop_processing_job(latest["ProcessingJobName"])
+    ):
+        return latest["ProcessingJobName"]
+    return None
+
+
 def _transient(description: dict[str, Any]) -> bool:
     return (description.get("FailureReason") or "").strip().startswith(TRANSIENT_REASONS)

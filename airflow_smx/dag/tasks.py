@@ -26,7 +26,7 @@ from airflow_smx.core.report_html import html_report
 from airflow_smx.core.request import CVRequest, RequestError, in_user_terms, parse_request
 from airflow_smx.core.results import cv_result, report
 from airflow_smx.core.smx_validator import is_smx_validator_input
-from airflow_smx.dag.split import DRY_RUN_REPORT, results_folder
+from airflow_smx.dag.split import DRY_RUN_REPORT, results_folder, stop_unfinished_split
 from airflow_smx.hooks.s3fs_options import storage_options_for
 from airflow_smx.links.sagemaker import link_report
 
@@ -244,7 +244,8 @@ def baseline_of(request: CVRequest) -> dict[str, Any] | None:
 
 @task(retries=5, retry_delay=datetime.timedelta(seconds=30), retry_exponential_backoff=RETRY_BACKOFF)
 def stop_unfinished_jobs(**context: Any) -> list[str]:
-    """Teardown: stop this run's training jobs still running once its fold tasks are over.
+    """Teardown: stop this run's training jobs (and its split's Processing job) still running once
+    their tasks are over.
 
     Airflow runs a teardown even when the run is marked failed. A fold cancelled before the
     triggerer started watching its job (so no trigger on_kill), or while the triggerer was
@@ -260,6 +261,11 @@ def stop_unfinished_jobs(**context: Any) -> list[str]:
     run, folds = run_inputs(ti)
     folds = [*(folds or []), *(ti.xcom_pull(task_ids=REFIT_TASK) or [])]
     stopped, errors = [], []
+    if run and int(settings.get("offload_bytes")) > 0:
+        name = stop_unfinished_split(run, settings.get("aws_conn_id") or None)
+        if name:
+            print(f"Stopped the split's Processing job {name}: its task had ended without it")
+            stopped.append(name)
     if folds:
         trainer = backend(CVRequest.model_validate(run["request"]).backend, settings.get("aws_conn_id"))
     for fold in map(lambda f: FoldJob(**f), folds):
