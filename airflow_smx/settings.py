@@ -174,6 +174,11 @@ class Offload:
     instance_type: str
     max_runtime: int
 
+    @property
+    def ready(self) -> bool:
+        """Whether the deployment has set up the job (its image and wheelhouse)."""
+        return bool(self.image) and self.code_uri.startswith("s3://")
+
     def wanted(self, input_bytes: int) -> bool:
         return 0 < self.threshold <= input_bytes
 
@@ -186,7 +191,7 @@ def offload() -> Offload:
         instance_type=get("split_instance_type"),
         max_runtime=int(get("split_max_runtime_seconds")),
     )
-    if found.threshold > 0 and not (found.image and found.code_uri.startswith("s3://")):
+    if found.threshold > 0 and not found.ready:
         raise ValueError(f"[{SECTION}] offload_bytes is set: split_image and split_code_uri (s3://...) must be too")
     return found
 

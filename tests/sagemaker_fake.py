@@ -12,6 +12,7 @@ through moto's server as well.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -62,6 +63,7 @@ class FakeSageMaker:
         self.fault: Any = None  # called with the operation's name before each training-job call: may raise
         self.lock = threading.Lock()
         self.processing_creates: list[dict[str, Any]] = []
+        self.processing_requests: dict[str, dict[str, Any]] = {}  # CreateProcessingJob as sent, by name
         self.run_processing = False  # True: a created Processing job runs here, as its container would
         self.processing_logs: dict[str, str] = {}
         original_create = models.SageMakerModelBackend.create_training_job
@@ -152,6 +154,15 @@ class FakeSageMaker:
             self.sagemaker_backend.stop_processing_job(self._get_param("ProcessingJobName"))
             return responses.ActionResult({})
 
+        original_create_processing_response = responses.SageMakerResponse.create_processing_job
+
+        def create_processing_response(self):  # moto drops ProcessingResources and Environment: keep the request
+            request = json.loads(self.body)
+            with fake.lock:
+                fake.processing_requests[request["ProcessingJobName"]] = request
+            return original_create_processing_response(self)
+
+        monkeypatch.setattr(responses.SageMakerResponse, "create_processing_job", create_processing_response)
         monkeypatch.setattr(models.SageMakerModelBackend, "create_processing_job", create_processing_job)
         monkeypatch.setattr(models.SageMakerModelBackend, "stop_processing_job", stop_processing_job, raising=False)
         monkeypatch.setattr(responses.SageMakerResponse, "stop_processing_job", stop_processing_response, raising=False)

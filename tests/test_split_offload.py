@@ -179,3 +179,22 @@ def test_the_teardown_stops_a_split_job_its_cancelled_task_left_running(offload_
     assert stop_unfinished_split(offload_settings, None) == name
     assert stop_unfinished_split(offload_settings, None) is None  # stopped already: nothing to do
     assert sagemaker.stops == [name]
+
+
+def test_where_a_request_splits_auto_by_size_or_as_it_asks(offload_settings, sagemaker, s3, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__SMX__OFFLOAD_BYTES", str(10**9))  # the 60-record input is far below
+    run = offload_settings
+    assert len(split_task().execute(Context(run))) == 3 and sagemaker.processing_creates == []  # in the worker
+    asked = {**run, "request": {**run["request"], "split_on": "sagemaker"}, "cv_run_id": run["cv_run_id"] + "-2"}
+    with pytest.raises(TaskDeferred):
+        split_task().execute(Context(asked))
+    (job,) = sagemaker.processing_creates
+    cluster = sagemaker.processing_requests[job["name"]]["ProcessingResources"]["ClusterConfig"]
+    assert cluster == {"InstanceCount": 1, "InstanceType": "ml.m5.2xlarge", "VolumeSizeInGB": 30}
+    assert offload.volume_gb(10**12, largest=100) == 100  # a deployment's bound holds; the job then streams
+
+
+def test_split_on_sagemaker_is_refused_where_the_deployment_has_no_split_job(run_dag, printed):
+    run = run_dag({**conf(), "split_on": "sagemaker"})
+    assert run.state == "failed" and states(run)[("check_request", -1)] == "failed"
+    assert "split_on: sagemaker needs a SageMaker request and the deployment's split job" in printed()

@@ -17,7 +17,7 @@ from airflow_smx.core.policy import Policy
 from airflow_smx.core.request import CVRequest, request_json_schema
 
 SECTIONS: dict[str, list[str]] = {
-    "Run": ["name", "backend", "dry_run"],
+    "Run": ["name", "backend", "split_on", "dry_run"],
     "Data": [
         "input.uri",
         "input.format",

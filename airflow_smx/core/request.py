@@ -585,6 +585,13 @@ class CVRequest(_Model):
         title="Model registry",
         description="Where the refit model goes: a new version of the Model Package Group crossvalidator-{name}.",
     )
+    split_on: Literal["auto", "worker", "sagemaker"] = Field(
+        "auto",
+        title="Split on",
+        description="Where the folds are split: auto (a SageMaker Processing job for inputs of at least the "
+        "deployment's offload_bytes, else the Airflow worker), worker, or sagemaker (a Processing job, where "
+        "the deployment has set one up). The folds are the same either way.",
+    )
     dry_run: bool = Field(
         False,
         title="Dry run",

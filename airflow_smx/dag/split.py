@@ -1,7 +1,7 @@
 """The split task: the run's input into folds, in the worker or as a SageMaker Processing job.
 
-An input of at least ``[smx] offload_bytes`` (a SageMaker request's, not a dry run's) is split
-by a Processing job (:mod:`airflow_smx.core.folds.offload`); the task only starts it and waits
+An input of at least ``[smx] offload_bytes`` (a SageMaker request's, not a dry run's), or any
+input of a request with ``split_on: sagemaker``, is split by a Processing job (:mod:`airflow_smx.core.folds.offload`); the task only starts it and waits
 in the triggerer, as a fold does for its training job, with the same rules: a retry re-attaches
 to the running job or re-uses the completed one (never a second job for one split), a user's
 clear of a failed split starts a new attempt (``-r2``...), and killing the task, or its deferral
@@ -111,6 +111,7 @@ class SplitOrder:
             role=role,
             instance_type=offload.instance_type,
             input_bytes=input_bytes,
+            max_volume_gb=settings.policy().max_volume_gb,
             max_runtime=offload.max_runtime,
             tags=tags,
         )
@@ -166,10 +167,8 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
     def execute(self, context: Context) -> list[dict[str, Any]]:
         order = SplitOrder.of(context["ti"].xcom_pull(task_ids="check_request"))
         offload = settings.offload()
-        if order.request.dry_run or order.request.backend != "sagemaker" or not offload.threshold:
-            return order.fold_jobs(order.split_here())
-        input_bytes = order.input_bytes()
-        if not offload.wanted(input_bytes):
+        input_bytes = _offloaded(order, offload)
+        if input_bytes is None:
             return order.fold_jobs(order.split_here())
         self.config = order.processing_request(offload, input_bytes)
         attempts = self.hook.processing_attempts(order.job_name)
@@ -275,6 +274,17 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
     def _stop(self, name: str, why: str) -> None:
         if self.hook.stop_processing_job(name):
             self.log.warning("Stopped the split's Processing job %s: %s", name, why)
+
+
+def _offloaded(order: SplitOrder, offload: settings.Offload) -> int | None:
+    """The input's bytes if a Processing job splits it, else None (the worker does)."""
+    request = order.request
+    if request.dry_run or request.backend != "sagemaker" or request.split_on == "worker":
+        return None
+    if request.split_on == "auto" and not offload.threshold:
+        return None  # no listing of the input for a deployment that never offloads
+    size = order.input_bytes()
+    return size if request.split_on == "sagemaker" or offload.wanted(size) else None
 
 
 def stop_unfinished_split(run: dict[str, Any], aws_conn_id: str | None) -> str | None:

@@ -71,6 +71,11 @@ def check_request(stored: dict[str, Any] | None = None, largest_slot: int = 1, *
         request = parse_request(raw, default_backend=policy.default_backend)
         request = policy.with_warm_pool(request, int(settings.get("pool_slots")))
         problems = policy.problems(request)
+        if request.split_on == "sagemaker" and (request.backend != "sagemaker" or not settings.offload().ready):
+            problems.append(
+                "split_on: sagemaker needs a SageMaker request and the deployment's split job "
+                "([smx] split_image and split_code_uri); use auto or worker"
+            )
         slots = backend(request.backend, settings.get("aws_conn_id")).pool_slots(request)
         if slots > largest_slot:
             problems.append(

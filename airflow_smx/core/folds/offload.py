@@ -77,8 +77,10 @@ def install_command(pins: dict[str, str]) -> str:
     return f"{pip} --no-deps {ours} && {pip} {theirs}"
 
 
-def volume_gb(input_bytes: int) -> int:
-    return max(VOLUME_MIN_GB, math.ceil(input_bytes * VOLUME_PER_INPUT / 2**30) + 10)
+def volume_gb(input_bytes: int, largest: int) -> int:
+    """Room for a copy of the input and its parts, within the deployment's ``largest`` volume (an
+    input too large for it is split as in a worker short of disk: read from S3 and written to it)."""
+    return min(largest, max(VOLUME_MIN_GB, math.ceil(input_bytes * VOLUME_PER_INPUT / 2**30) + 10))
 
 
 def processing_request(
@@ -90,6 +92,7 @@ def processing_request(
     role: str,
     instance_type: str,
     input_bytes: int,
+    max_volume_gb: int,
     max_runtime: int,
     tags: list[dict[str, str]],
 ) -> dict[str, Any]:
@@ -99,6 +102,7 @@ def processing_request(
     :param document_folder: the S3 folder holding the document, as ``split.json``, alone
     :param code_uri: the wheelhouse's S3 folder
     :param input_bytes: the input's size: the job's volume holds a copy and the parts
+    :param max_volume_gb: the deployment's largest volume (``[smx] max_volume_gb``)
     """
     return {
         "ProcessingJobName": name,
@@ -116,7 +120,7 @@ def processing_request(
             "ClusterConfig": {
                 "InstanceCount": 1,
                 "InstanceType": instance_type,
-                "VolumeSizeInGB": volume_gb(input_bytes),
+                "VolumeSizeInGB": volume_gb(input_bytes, max_volume_gb),
             }
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime},
