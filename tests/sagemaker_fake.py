@@ -47,6 +47,11 @@ def _aws_error(code: str, message: str) -> type[Exception]:
     return type(code, (base,), {"__init__": lambda self: base.__init__(self, code, message)})
 
 
+def _empty_result() -> Any:
+    """An action's empty answer: moto 5.2 serializes an ActionResult; 5.0 and 5.1 take the JSON text."""
+    return responses.ActionResult({}) if hasattr(responses, "ActionResult") else "{}"
+
+
 LimitExceeded = _aws_error(
     "ResourceLimitExceeded", "The account-level service limit 'ml.m5.large for training job usage' is 1 Instances"
 )
@@ -102,7 +107,7 @@ class FakeSageMaker:
 
         def stop_response(self):
             self.sagemaker_backend.stop_training_job(self._get_param("TrainingJobName"))
-            return responses.ActionResult({})
+            return _empty_result()
 
         original_describe_job = models.SageMakerModelBackend.describe_training_job
 
@@ -152,7 +157,7 @@ class FakeSageMaker:
 
         def stop_processing_response(self):
             self.sagemaker_backend.stop_processing_job(self._get_param("ProcessingJobName"))
-            return responses.ActionResult({})
+            return _empty_result()
 
         original_create_processing_response = responses.SageMakerResponse.create_processing_job
 

@@ -155,7 +155,9 @@ def test_killing_the_task_or_its_trigger_stops_the_split_job(offload_settings, s
     with pytest.raises(TaskDeferred) as second:
         cleared.execute(Context(offload_settings, try_number=5, retries=7))
     assert second.value.trigger.job_name == f"{name}-r2"
-    trigger = SageMakerFoldTrainingTrigger(job_name=f"{name}-r2", job_type="Processing", aws_conn_id=None)
+    trigger = SageMakerFoldTrainingTrigger(
+        job_name=f"{name}-r2", job_type="Processing", waiter_delay=1, waiter_max_attempts=3, aws_conn_id=None
+    )
     asyncio.run(trigger.on_kill())
     assert sagemaker.stops == [name, f"{name}-r2"]
 
@@ -198,3 +200,20 @@ def test_split_on_sagemaker_is_refused_where_the_deployment_has_no_split_job(run
     run = run_dag({**conf(), "split_on": "sagemaker"})
     assert run.state == "failed" and states(run)[("check_request", -1)] == "failed"
     assert "split_on: sagemaker needs a SageMaker request and the deployment's split job" in printed()
+
+
+def test_nothing_of_the_request_reaches_the_jobs_command_line(offload_settings, sagemaker, s3):
+    """The attack: an input URI (allowed prefix and all) written as a shell command. The job's
+    command is the deployment's alone; the URI travels in the document, read as data."""
+    hostile = "s3://bucket/data/$(touch /tmp/pwned);x`id`.jsonl"
+    s3.put_object(Bucket="bucket", Key=hostile.removeprefix("s3://bucket/"), Body=b'{"class": "a"}\n' * 9)
+    plain = offload_settings
+    attacked = {**plain, "cv_run_id": plain["cv_run_id"] + "-2", "key": "fedcba"}
+    attacked["request"] = {**plain["request"], "input": {**plain["request"]["input"], "uri": hostile}}
+    for run in (plain, attacked):
+        with pytest.raises(TaskDeferred):
+            split_task().execute(Context(run))
+    first, second = (sagemaker.processing_requests[c["name"]] for c in sagemaker.processing_creates)
+    assert first["AppSpecification"] == second["AppSpecification"]
+    document = s3.get_object(Bucket="bucket", Key=f"out/{attacked['cv_run_id']}/split/request/split.json")
+    assert json.loads(document["Body"].read())["input"]["uri"] == hostile
