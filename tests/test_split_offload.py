@@ -18,16 +18,17 @@ from tests.dag_harness import conf, result_of, states
 from tests.versions import TaskDeferred
 
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-cpu-py312"
+OFFLOAD = {  # every split of at least 1 byte on SageMaker
+    "AIRFLOW__SMX__OFFLOAD_BYTES": "1",
+    "AIRFLOW__SMX__SPLIT_IMAGE": IMAGE,
+    "AIRFLOW__SMX__SPLIT_CODE_URI": "s3://bucket/code/",
+}
 
 
 @pytest.fixture
 def offloading(run_dag, sagemaker, s3, monkeypatch):
-    """Every split of at least 1 byte offloaded; the harness runs the jobs."""
-    for key, value in {
-        "AIRFLOW__SMX__OFFLOAD_BYTES": "1",
-        "AIRFLOW__SMX__SPLIT_IMAGE": IMAGE,
-        "AIRFLOW__SMX__SPLIT_CODE_URI": "s3://bucket/code/",
-    }.items():
+    """run_dag, every split offloaded, each job run by the harness."""
+    for key, value in OFFLOAD.items():
         monkeypatch.setenv(key, value)
     s3.put_object(Bucket="bucket", Key="code/airflow_smx-0-py3-none-any.whl", Body=b"(the wheelhouse)")
     sagemaker.run_processing = True
@@ -113,13 +114,7 @@ def checked_run(s3) -> dict:
 def offload_settings(s3, sagemaker, monkeypatch):
     from tests.dag_harness import ROLE
 
-    for key, value in {
-        "AIRFLOW__SMX__OFFLOAD_BYTES": "1",
-        "AIRFLOW__SMX__SPLIT_IMAGE": IMAGE,
-        "AIRFLOW__SMX__SPLIT_CODE_URI": "s3://bucket/code/",
-        "AIRFLOW__SMX__ROLE_ARN": ROLE,
-        "AIRFLOW__SMX__AWS_CONN_ID": "",
-    }.items():
+    for key, value in {**OFFLOAD, "AIRFLOW__SMX__ROLE_ARN": ROLE, "AIRFLOW__SMX__AWS_CONN_ID": ""}.items():
         monkeypatch.setenv(key, value)
     return checked_run(s3)
 

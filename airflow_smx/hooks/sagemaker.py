@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
@@ -22,6 +23,26 @@ def already_ended(error: ClientError) -> bool:
     return error_code(error) == "ValidationException"
 
 
+def _or_none(describe: Callable[[str], dict[str, Any]], job_name: str) -> dict[str, Any] | None:
+    try:
+        return describe(job_name)
+    except ClientError as error:
+        if error_code(error) in MISSING:
+            return None
+        raise
+
+
+def _stopped(stop: Callable[..., Any], **job_name: str) -> bool:
+    """Whether ``stop`` stopped the job: False if it had already ended (SageMaker refuses then)."""
+    try:
+        stop(**job_name)
+    except ClientError as error:
+        if not already_ended(error):
+            raise
+        return False
+    return True
+
+
 class CrossValidationSageMakerHook(SageMakerHook):
     """``SageMakerHook`` plus describe-or-None, a job's tags, a fold's attempts, a stop that tolerates
     an ended job, and the Experiments trial of a run: what the fold operator, the aggregation and
@@ -29,21 +50,11 @@ class CrossValidationSageMakerHook(SageMakerHook):
 
     def describe_training_job_or_none(self, job_name: str) -> dict[str, Any] | None:
         """DescribeTrainingJob, or None when there is no such job (never by paging ListTrainingJobs)."""
-        try:
-            return self.describe_training_job(job_name)
-        except ClientError as error:
-            if error_code(error) in MISSING:
-                return None
-            raise
+        return _or_none(self.describe_training_job, job_name)
 
     def describe_processing_job_or_none(self, job_name: str) -> dict[str, Any] | None:
         """DescribeProcessingJob, or None when there is no such job."""
-        try:
-            return self.describe_processing_job(job_name)
-        except ClientError as error:
-            if error_code(error) in MISSING:
-                return None
-            raise
+        return _or_none(self.describe_processing_job, job_name)
 
     def processing_attempts(self, first: str) -> list[dict[str, Any]]:
         """DescribeProcessingJob of every attempt of the split whose first job is ``first``, in order."""
@@ -51,13 +62,7 @@ class CrossValidationSageMakerHook(SageMakerHook):
 
     def stop_processing_job(self, job_name: str) -> bool:
         """Stop a processing job; False if it had already ended."""
-        try:
-            self.conn.stop_processing_job(ProcessingJobName=job_name)
-        except ClientError as error:
-            if not already_ended(error):
-                raise
-            return False
-        return True
+        return _stopped(self.conn.stop_processing_job, ProcessingJobName=job_name)
 
     def training_job_tags(self, job_arn: str) -> dict[str, str]:
         """A training job's tags, by key (a job holds at most 50: one page)."""
@@ -76,13 +81,7 @@ class CrossValidationSageMakerHook(SageMakerHook):
 
     def stop_training_job(self, job_name: str) -> bool:
         """Stop a training job; False if it had already ended."""
-        try:
-            self.conn.stop_training_job(TrainingJobName=job_name)
-        except ClientError as error:
-            if not already_ended(error):
-                raise
-            return False
-        return True
+        return _stopped(self.conn.stop_training_job, TrainingJobName=job_name)
 
     def ensure_trial(self, experiment: str, trial: str, tags: list[dict[str, str]]) -> None:
         """Create the experiment and the run's trial if missing, before any job names them (as
