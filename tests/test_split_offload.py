@@ -14,8 +14,8 @@ from airflow_smx.core.folds import offload, split_dataset
 from airflow_smx.core.request import CVSpec, InputSpec
 from airflow_smx.dag.split import SplitDatasetOperator
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
-from tests.dag_harness import conf, result_of, states
-from tests.versions import TaskDeferred
+from tests.dag_harness import ROOT, conf, extra_links, result_of, states
+from tests.versions import DagBag, TaskDeferred
 
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.4-2-cpu-py312"
 OFFLOAD = {  # every split of at least 1 byte on SageMaker
@@ -64,6 +64,13 @@ def test_an_offloaded_split_writes_what_the_worker_would_and_the_run_trains_on_i
     assert theirs.keys() == ours.keys() and len(ours) > 10
     for key in ours:  # the parts byte for byte; the plan and manifests name their own folder
         assert theirs[key] == ours[key].replace(b"here/folds", folds_prefix.rstrip("/").encode()), key
+    links = extra_links(run, DagBag(dag_folder=str(ROOT / "dags")).dags["smx_cross_validation"])
+    console = "https://console.aws.amazon.com"
+    assert links[("split_dataset", -1)] == {
+        "SageMaker processing job": f"{console}/sagemaker/home?region=us-east-1#/processing-jobs/{job['name']}",
+        "Processing job logs": f"{console}/cloudwatch/home?region=us-east-1#logsV2:log-groups/log-group/"
+        f"$252Faws$252Fsagemaker$252FProcessingJobs$3FlogStreamNameFilter$3D{job['name']}",
+    }
     trained = next(c for c in sagemaker.creates if c["name"].endswith("-fold0"))
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in trained["input_data_config"]}
     assert channels["validation"] == f"s3://bucket/{folds_prefix}part-00000.jsonl"

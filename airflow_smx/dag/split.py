@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerProcessingOperator
 
@@ -33,6 +34,7 @@ from airflow_smx.core.naming import attempt_name, split_job_name, trial_name
 from airflow_smx.core.request import CVRequest
 from airflow_smx.hooks.s3fs_options import storage_options_for
 from airflow_smx.hooks.sagemaker import CrossValidationSageMakerHook
+from airflow_smx.links.sagemaker import SageMakerProcessingJobLink, SageMakerProcessingLogsLink
 from airflow_smx.operators import fresh_try
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
 
@@ -156,6 +158,7 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
 
     template_fields: Sequence[str] = ()
     aws_hook_class = CrossValidationSageMakerHook
+    operator_extra_links = (SageMakerProcessingJobLink(), SageMakerProcessingLogsLink())
 
     def __init__(self, *, check_interval: int = 30, timeout_margin: int = 1800, **kwargs: Any):
         kwargs.setdefault("retries", 3)  # a killed worker or a storage outage fails a try: the retry
@@ -176,14 +179,14 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
         status = latest["ProcessingJobStatus"] if latest else None
         if status in RUNNING:
             self.log.info("Re-attaching to the split's Processing job %s (%s)", latest["ProcessingJobName"], status)
-            return self._wait(latest["ProcessingJobName"])
+            return self._wait(context, latest["ProcessingJobName"])
         if status == "Completed" and self._plan(order) is not None:
             self.log.info("Re-using the split of Processing job %s", latest["ProcessingJobName"])
             return order.fold_jobs(self._plan(order))
         failed = latest is not None and status != "Completed"
         if failed and not fresh_try(context, self.retries) and not _transient(latest):
             self._finish(order, latest)  # a final failure, met by an automatic retry: end as it did
-        return self._wait(self._start(order, len(attempts) + 1, input_bytes))
+        return self._wait(context, self._start(order, len(attempts) + 1, input_bytes))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         order = SplitOrder.of(context["ti"].xcom_pull(task_ids="check_request"))
@@ -226,7 +229,14 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
         self.hook.create_processing_job(config, wait_for_completion=False)
         return config["ProcessingJobName"]
 
-    def _wait(self, name: str) -> Any:
+    def _wait(self, context: Context, name: str) -> Any:
+        SageMakerProcessingJobLink.persist(
+            context=context,
+            operator=self,
+            region_name=self.hook.conn_region_name,
+            aws_partition=self.hook.conn_partition,
+            job_name=quote(name, safe=""),
+        )
         timeout = self.config["StoppingCondition"]["MaxRuntimeInSeconds"] + self.timeout_margin
         self.defer(
             trigger=SageMakerFoldTrainingTrigger(

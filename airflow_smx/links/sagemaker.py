@@ -1,4 +1,4 @@
-"""Console links of a fold's training job and of a run's report."""
+"""Console links of a fold's training job, of the split's Processing job, and of a run's report."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.links.base_aws import BASE_AWS_CONSOLE_LINK, BaseAwsLink
 
 TRAINING_JOB_KEY = "smx_training_job"  # both job links read the one XCom the fold task pushes
+PROCESSING_JOB_KEY = "smx_processing_job"  # the same for the split's job links
 
 
 class SageMakerTrainingJobLink(BaseAwsLink):
@@ -27,6 +28,25 @@ class SageMakerTrainingLogsLink(BaseAwsLink):
     format_str = (
         BASE_AWS_CONSOLE_LINK + "/cloudwatch/home?region={region_name}#logsV2:log-groups/log-group/"
         "$252Faws$252Fsagemaker$252FTrainingJobs$3FlogStreamNameFilter$3D{job_name}"
+    )
+
+
+class SageMakerProcessingJobLink(BaseAwsLink):
+    """The split's (latest) Processing job in the SageMaker console, when a job splits."""
+
+    name = "SageMaker processing job"
+    key = PROCESSING_JOB_KEY
+    format_str = BASE_AWS_CONSOLE_LINK + "/sagemaker/home?region={region_name}#/processing-jobs/{job_name}"
+
+
+class SageMakerProcessingLogsLink(BaseAwsLink):
+    """The split job's log streams in CloudWatch (``{job_name}/algo-{n}-{epoch}``)."""
+
+    name = "Processing job logs"
+    key = PROCESSING_JOB_KEY
+    format_str = (
+        BASE_AWS_CONSOLE_LINK + "/cloudwatch/home?region={region_name}#logsV2:log-groups/log-group/"
+        "$252Faws$252Fsagemaker$252FProcessingJobs$3FlogStreamNameFilter$3D{job_name}"
     )
 
 
