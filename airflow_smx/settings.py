@@ -80,7 +80,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "description": "Inputs of at least this many bytes (all files of a prefix together) are split by a "
         "SageMaker Processing job, which the split task waits for in the triggerer, instead of in the "
         "worker: the same folds, byte for byte. Needs split_image and split_code_uri. 0 (the default): "
-        "every split runs in the worker. Dry runs always do.",
+        "no split is sent there by its size; where split_image and split_code_uri are set, a request may "
+        "still ask for it (split_on: sagemaker). Dry runs always split in the worker.",
         "default": "0",
     },
     "split_image": {

@@ -71,6 +71,7 @@ class FakeSageMaker:
         self.processing_requests: dict[str, dict[str, Any]] = {}  # CreateProcessingJob as sent, by name
         self.run_processing = False  # True: a created Processing job runs here, as its container would
         self.processing_logs: dict[str, str] = {}
+        self.harness_errors: list[BaseException] = []
         original_create = models.SageMakerModelBackend.create_training_job
         fake = self
 
@@ -142,7 +143,7 @@ class FakeSageMaker:
             job.processing_job_status, job.processing_end_time = "InProgress", None
             fake.backend = backend
             if fake.run_processing:
-                threading.Thread(target=fake.run_locally, args=(job,), daemon=True).start()
+                threading.Thread(target=fake.run_or_fail, args=(job,), daemon=True).start()
             return job
 
         def stop_processing_job(backend, processing_job_name):
@@ -177,6 +178,15 @@ class FakeSageMaker:
         monkeypatch.setattr(models.SageMakerModelBackend, "create_training_job", create_training_job)
         monkeypatch.setattr(models.SageMakerModelBackend, "stop_training_job", stop_training_job, raising=False)
         monkeypatch.setattr(responses.SageMakerResponse, "stop_training_job", stop_response, raising=False)
+
+    def run_or_fail(self, job: Any) -> None:
+        """run_locally on the server's side: a failure of the harness itself fails the job (and is
+        kept for the test to see) rather than leave it InProgress for the DAG to wait on."""
+        try:
+            self.run_locally(job)
+        except BaseException as error:
+            self.harness_errors.append(error)
+            job.failure_reason, job.processing_job_status = f"the test harness failed: {error!r}", "Failed"
 
     def run_locally(self, job: Any) -> None:
         """Run a Processing job as SageMaker would, on this machine: download its inputs to where its

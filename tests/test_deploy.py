@@ -55,6 +55,8 @@ def test_mwaa_bundle_refuses_an_image_it_has_no_constraints_for(tmp_path):
 
 
 def test_iam_policy_grants_only_what_a_cv_run_needs():
+    from airflow_smx import settings
+
     policy = json.loads((ROOT / "deploy" / "mwaa" / "iam-policy.json").read_text())
     statements = {s["Sid"]: s for s in policy["Statement"]}
     assert all(s["Effect"] == "Allow" for s in statements.values())
@@ -73,6 +75,18 @@ def test_iam_policy_grants_only_what_a_cv_run_needs():
     assert bounds["ForAllValues:StringLike"]["sagemaker:InstanceTypes"] == list(Policy().instance_types)
     assert bounds["NumericLessThanEquals"]["sagemaker:MaxRuntimeInSeconds"] == str(Policy().max_runtime_seconds)
     assert bounds["Null"] == {"sagemaker:InstanceTypes": "false", "sagemaker:MaxRuntimeInSeconds": "false"}
+    # the split's Processing job (offload_bytes): its own names, instance type and longest run
+    split = statements["CreateSplitJobsWithinTheDeploymentsBounds"]
+    assert split["Resource"].endswith(":processing-job/crossvalidator-*")
+    assert split["Condition"]["StringEquals"]["sagemaker:InstanceTypes"] == [
+        settings.OPTIONS["split_instance_type"]["default"]
+    ]
+    assert split["Condition"]["NumericLessThanEquals"]["sagemaker:MaxRuntimeInSeconds"] == "14400"
+    assert set(statements["CrossValidationSplitJobs"]["Action"]) == {
+        "sagemaker:DescribeProcessingJob",
+        "sagemaker:StopProcessingJob",
+        "sagemaker:AddTags",
+    }
     pass_role = statements["PassTheTrainingRolesOnly"]
     assert pass_role["Resource"] == ["${TrainingRoleArn}"]
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from airflow_smx.compat import AirflowFailException
 from airflow_smx.core.folds import offload, split_dataset
 from airflow_smx.core.request import CVSpec, InputSpec
 from airflow_smx.dag.split import SplitDatasetOperator
@@ -48,6 +49,7 @@ def test_an_offloaded_split_writes_what_the_worker_would_and_the_run_trains_on_i
     assert job["app_specification"]["ImageUri"] == IMAGE
     command = json.dumps(job["app_specification"])  # the request travels as a document, never in a command
     assert "train.jsonl" not in command and "stratified" not in command
+    assert sagemaker.harness_errors == []
     log = sagemaker.processing_logs[job["name"]]
     assert "split 200 records into 5 folds" in log, log
 
@@ -142,6 +144,17 @@ def test_a_retry_reattaches_to_the_running_split_and_reuses_the_completed_one(of
     assert len(folds) == 3 and folds[0]["config"]["TrainingJobName"].endswith("-fold0")
     assert split_task().execute(Context(run, try_number=2)) == folds  # re-used, not split again
     assert len(sagemaker.processing_creates) == 1
+    with pytest.raises(TaskDeferred) as cleared:  # a clear splits again: the input may have changed
+        split_task().execute(Context(run, try_number=5, retries=7))
+    assert cleared.value.trigger.job_name == f"{name}-r2"
+
+
+def test_a_missing_input_fails_for_good_in_the_users_terms(offload_settings, sagemaker):
+    run = offload_settings
+    run["request"]["input"]["uri"] = "s3://bucket/data/nothing-here.jsonl"
+    with pytest.raises(AirflowFailException, match=r"cannot split: .*nothing-here\.jsonl"):
+        split_task().execute(Context(run))
+    assert sagemaker.processing_creates == []
 
 
 def test_killing_the_task_or_its_trigger_stops_the_split_job(offload_settings, sagemaker):

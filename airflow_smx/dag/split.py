@@ -71,7 +71,10 @@ class SplitOrder:
         return split_job_name(self.request.name, self.when, self.run["key"])
 
     def input_bytes(self) -> int:
-        return stored_size(open_input(self.request.input.uri, self.request.input.compression, self.options))
+        try:
+            return stored_size(open_input(self.request.input.uri, self.request.input.compression, self.options))
+        except SplitError as error:  # no such object, an empty prefix: final, as in a split in the worker
+            raise AirflowFailException(f"cannot split: {error}") from None
 
     def split_here(self) -> FoldPlan:
         try:
@@ -180,11 +183,14 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
         if status in RUNNING:
             self.log.info("Re-attaching to the split's Processing job %s (%s)", latest["ProcessingJobName"], status)
             return self._wait(context, latest["ProcessingJobName"])
-        if status == "Completed" and self._plan(order) is not None:
+        fresh = fresh_try(context, self.retries)
+        if status == "Completed" and not fresh and self._plan(order) is not None:
+            # an automatic retry (its try died after the job ended); a clear splits again, as the
+            # input may have changed since: the job then finds unchanged folds in place and keeps them
             self.log.info("Re-using the split of Processing job %s", latest["ProcessingJobName"])
             return order.fold_jobs(self._plan(order))
         failed = latest is not None and status != "Completed"
-        if failed and not fresh_try(context, self.retries) and not _transient(latest):
+        if failed and not fresh and not _transient(latest):
             self._finish(order, latest)  # a final failure, met by an automatic retry: end as it did
         return self._wait(context, self._start(order, len(attempts) + 1, input_bytes))
 
@@ -207,6 +213,11 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
                 raise AirflowFailException(f"The split's Processing job {latest['ProcessingJobName']} timed out")
         # the triggerer lost its connection or was throttled: the job may be fine; the retry re-attaches
         return super().resume_execution(next_method, next_kwargs, context)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """None: the job's inputs are the wheelhouse and its document, not the dataset (the stock
+        operator would read a description this task does not keep)."""
+        return None
 
     def on_kill(self) -> None:
         name = self.config.get("ProcessingJobName") if self.config else None

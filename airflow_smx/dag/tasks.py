@@ -71,7 +71,12 @@ def check_request(stored: dict[str, Any] | None = None, largest_slot: int = 1, *
         request = parse_request(raw, default_backend=policy.default_backend)
         request = policy.with_warm_pool(request, int(settings.get("pool_slots")))
         problems = policy.problems(request)
-        if request.split_on == "sagemaker" and (request.backend != "sagemaker" or not settings.offload().ready):
+        try:
+            offload = settings.offload()
+        except ValueError as error:  # the deployment's mistake, but no split can run until it is fixed
+            problems.append(str(error))
+            offload = settings.Offload(0, "", "", "", 0)
+        if request.split_on == "sagemaker" and (request.backend != "sagemaker" or not offload.ready):
             problems.append(
                 "split_on: sagemaker needs a SageMaker request and the deployment's split job "
                 "([smx] split_image and split_code_uri); use auto or worker"
@@ -266,11 +271,6 @@ def stop_unfinished_jobs(**context: Any) -> list[str]:
     run, folds = run_inputs(ti)
     folds = [*(folds or []), *(ti.xcom_pull(task_ids=REFIT_TASK) or [])]
     stopped, errors = [], []
-    if run and int(settings.get("offload_bytes")) > 0:
-        name = stop_unfinished_split(run, settings.get("aws_conn_id") or None)
-        if name:
-            print(f"Stopped the split's Processing job {name}: its task had ended without it")
-            stopped.append(name)
     if folds:
         trainer = backend(CVRequest.model_validate(run["request"]).backend, settings.get("aws_conn_id"))
     for fold in map(lambda f: FoldJob(**f), folds):
@@ -281,6 +281,14 @@ def stop_unfinished_jobs(**context: Any) -> list[str]:
                 stopped.append(name)
         except (ClientError, BotoCoreError) as error:  # try every fold; the task's retry tries again
             errors.append(f"{fold.job_name}: {error}")
+    if run and settings.offload().ready:  # a split job may run: by size, or because the request asked
+        try:
+            name = stop_unfinished_split(run, settings.get("aws_conn_id") or None)
+            if name:
+                print(f"Stopped the split's Processing job {name}: its task had ended without it")
+                stopped.append(name)
+        except (ClientError, BotoCoreError) as error:
+            errors.append(f"the split's Processing job: {error}")
     if errors:
         raise RuntimeError("could not check or stop training jobs: " + "; ".join(errors))
     if ti.xcom_pull(task_ids="aggregate_results") is None:
