@@ -124,7 +124,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "description": "Schedule of smx_cross_validation (cron or preset, e.g. @weekly); empty: manual only.",
         "default": "",
     },
-    "check_interval": {"description": "Seconds between training job status checks.", "default": "60"},
+    "check_interval": {
+        "description": "Seconds between status checks of training jobs and of the split's Processing job.",
+        "default": "60",
+    },
     "request_file": {
         "description": "Path of a request JSON (ours or SMX-Validator's) for runs without a conf: scheduled "
         "runs, and the DAG smx_cross_validation_on_data, created when this is set, which retrains whenever "

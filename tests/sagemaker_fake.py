@@ -4,7 +4,7 @@ moto completes every training job at creation, has no StopTrainingJob, silently 
 job created twice, and answers DescribeExperiment for a missing experiment with an HTTP 500. The
 fake records every create and stop, starts jobs InProgress, refuses a second job of one name
 (ResourceInUse), lets a test drive a job to its end with metrics and billing, and can refuse
-creates with ResourceLimitExceeded. Processing jobs (moto completes them at once, doing nothing)
+creates (of either kind) with ResourceLimitExceeded. Processing jobs (moto completes them at once, doing nothing)
 start InProgress and, where a test asks, run on this machine as their container would
 (:meth:`FakeSageMaker.run_locally`). It patches moto's backend and responses classes, so it works
 through moto's server as well.
@@ -62,7 +62,7 @@ class FakeSageMaker:
     def __init__(self, monkeypatch: Any):
         self.creates: list[dict[str, Any]] = []
         self.stops: list[str] = []
-        self.describes: dict[str, int] = {}  # DescribeTrainingJob calls per job: a test waits on them
+        self.describes: dict[str, int] = {}  # Describe{Training,Processing}Job calls per job: a test waits on them
         self.refuse_creates = 0
         self.before_create: Any = None  # called with the job name before a create: a racing client
         self.fault: Any = None  # called with the operation's name before each training-job call: may raise
@@ -137,6 +137,9 @@ class FakeSageMaker:
             processing_job_name = kwargs["processing_job_name"]
             with fake.lock:
                 fake.processing_creates.append({"name": processing_job_name, **kwargs})
+                if fake.refuse_creates:
+                    fake.refuse_creates -= 1
+                    raise LimitExceeded()
                 if processing_job_name in backend.processing_jobs:
                     raise ResourceInUseException(message=f"Processing job {processing_job_name} already exists")
             job = original_create_processing(backend, **kwargs)
@@ -145,6 +148,13 @@ class FakeSageMaker:
             if fake.run_processing:
                 threading.Thread(target=fake.run_or_fail, args=(job,), daemon=True).start()
             return job
+
+        original_describe_processing = models.SageMakerModelBackend.describe_processing_job
+
+        def describe_processing_job(backend, processing_job_name):
+            with fake.lock:
+                fake.describes[processing_job_name] = fake.describes.get(processing_job_name, 0) + 1
+            return original_describe_processing(backend, processing_job_name)
 
         def stop_processing_job(backend, processing_job_name):
             job = backend.processing_jobs.get(processing_job_name)
@@ -170,6 +180,7 @@ class FakeSageMaker:
 
         monkeypatch.setattr(responses.SageMakerResponse, "create_processing_job", create_processing_response)
         monkeypatch.setattr(models.SageMakerModelBackend, "create_processing_job", create_processing_job)
+        monkeypatch.setattr(models.SageMakerModelBackend, "describe_processing_job", describe_processing_job)
         monkeypatch.setattr(models.SageMakerModelBackend, "stop_processing_job", stop_processing_job, raising=False)
         monkeypatch.setattr(responses.SageMakerResponse, "stop_processing_job", stop_processing_response, raising=False)
         monkeypatch.setattr(models.SageMakerModelBackend, "list_tags", list_tags)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 
 import pytest
 
-from airflow_smx.compat import AirflowFailException
+from airflow_smx.compat import AirflowException, AirflowFailException
 from airflow_smx.core.folds import offload, split_dataset
 from airflow_smx.core.request import CVSpec, InputSpec
 from airflow_smx.dag.split import SplitDatasetOperator
@@ -175,6 +177,38 @@ def test_killing_the_task_or_its_trigger_stops_the_split_job(offload_settings, s
     )
     asyncio.run(trigger.on_kill())
     assert sagemaker.stops == [name, f"{name}-r2"]
+
+
+def test_a_clear_waits_for_a_stopping_split_job_before_it_starts_the_next(offload_settings, sagemaker):
+    """Killed, a job is Stopping for a while, and may still write into the run's folds: the clear's
+    new attempt, which rewrites them, starts only once it has stopped (not attached to it either)."""
+    with pytest.raises(TaskDeferred) as deferred:
+        split_task().execute(Context(offload_settings))
+    name = deferred.value.trigger.job_name
+    job = sagemaker.backend.processing_jobs[name]
+    job.processing_job_status = "Stopping"
+    seen = sagemaker.describes[name]
+
+    def stopped_once_the_task_waits() -> None:  # it looks again after its first look found it stopping
+        while sagemaker.describes[name] < seen + 2:
+            time.sleep(0.05)
+        job.processing_job_status = "Stopped"
+
+    threading.Thread(target=stopped_once_the_task_waits, daemon=True).start()
+    with pytest.raises(TaskDeferred) as cleared:
+        split_task().execute(Context(offload_settings, try_number=5, retries=7))
+    assert cleared.value.trigger.job_name == f"{name}-r2"
+    assert [c["name"] for c in sagemaker.processing_creates] == [name, f"{name}-r2"]
+
+
+def test_a_refused_create_fails_only_the_try_and_its_retry_creates(offload_settings, sagemaker):
+    sagemaker.refuse_creates = 1  # ResourceLimitExceeded: the account's instances are busy for now
+    with pytest.raises(AirflowException, match="ResourceLimitExceeded creating the split's Processing job") as refused:
+        split_task().execute(Context(offload_settings))
+    assert not isinstance(refused.value, AirflowFailException)  # the task's retries are for this
+    with pytest.raises(TaskDeferred) as retried:
+        split_task().execute(Context(offload_settings, try_number=2))
+    assert sagemaker.backend.processing_jobs[retried.value.trigger.job_name].processing_job_status == "InProgress"
 
 
 def test_the_job_installs_the_workers_versions_offline_and_refuses_others(tmp_path, monkeypatch):

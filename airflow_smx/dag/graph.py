@@ -136,7 +136,9 @@ def cross_validation_dag(
         **kwargs,
     ) as dag:
         run = check_request(literal(request), max(sizes))  # the stored request is data, never a template
-        split = SplitDatasetOperator(task_id="split_dataset", aws_conn_id=aws_conn_id)  # reads run's XCom
+        split = SplitDatasetOperator(  # reads the run's XCom
+            task_id="split_dataset", aws_conn_id=aws_conn_id, check_interval=int(settings.get("check_interval"))
+        )
         run >> split
         folds = split.output
         tasks = fold_tasks(sizes)

@@ -4,20 +4,21 @@ An input of at least ``[smx] offload_bytes`` (a SageMaker request's, not a dry r
 input of a request with ``split_on: sagemaker``, is split by a Processing job (:mod:`airflow_smx.core.folds.offload`); the task only starts it and waits
 in the triggerer, as a fold does for its training job, with the same rules: a retry re-attaches
 to the running job or re-uses the completed one (never a second job for one split), a user's
-clear of a failed split starts a new attempt (``-r2``...), and killing the task, or its deferral
-timing out, stops the job. Either way the task returns the same thing: one FoldJob per fold.
+clear of a failed split starts a new attempt (``-r2``...) once the last one has stopped (it writes
+into the same folds), and killing the task, or its deferral timing out, stops the job. Either way the task returns the same thing: one FoldJob per fold.
 """
 
 from __future__ import annotations
 
 import datetime
-import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerProcessingOperator
+from botocore.exceptions import ClientError
 
 from airflow_smx import settings
 from airflow_smx.backends import backend
@@ -33,7 +34,7 @@ from airflow_smx.core.job_requests import CREATED_BY, RUN_TAG, fold_training_con
 from airflow_smx.core.naming import attempt_name, split_job_name, trial_name
 from airflow_smx.core.request import CVRequest
 from airflow_smx.hooks.s3fs_options import storage_options_for
-from airflow_smx.hooks.sagemaker import CrossValidationSageMakerHook
+from airflow_smx.hooks.sagemaker import RETRYABLE_CREATE_ERRORS, CrossValidationSageMakerHook, error_code
 from airflow_smx.links.sagemaker import SageMakerProcessingJobLink, SageMakerProcessingLogsLink
 from airflow_smx.operators import fresh_try
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 DRY_RUN_REPORT = "dry_run.json"
+STOPPING_WAIT = 900  # seconds a try waits for the run's stopping split job to end before its retry looks again
 
 
 @dataclass
@@ -178,17 +180,17 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
             return order.fold_jobs(order.split_here())
         self.config = order.processing_request(offload, input_bytes)
         attempts = self.hook.processing_attempts(order.job_name)
-        latest = attempts[-1] if attempts else None
+        latest = self._settled(attempts[-1]) if attempts else None
         status = latest["ProcessingJobStatus"] if latest else None
-        if status in RUNNING:
-            self.log.info("Re-attaching to the split's Processing job %s (%s)", latest["ProcessingJobName"], status)
+        if status == "InProgress":
+            self.log.info("Re-attaching to the split's Processing job %s", latest["ProcessingJobName"])
             return self._wait(context, latest["ProcessingJobName"])
         fresh = fresh_try(context, self.retries)
-        if status == "Completed" and not fresh and self._plan(order) is not None:
+        if status == "Completed" and not fresh and (plan := self._plan(order)) is not None:
             # an automatic retry (its try died after the job ended); a clear splits again, as the
             # input may have changed since: the job then finds unchanged folds in place and keeps them
             self.log.info("Re-using the split of Processing job %s", latest["ProcessingJobName"])
-            return order.fold_jobs(self._plan(order))
+            return order.fold_jobs(plan)
         failed = latest is not None and status != "Completed"
         if failed and not fresh and not _transient(latest):
             self._finish(order, latest)  # a final failure, met by an automatic retry: end as it did
@@ -237,8 +239,29 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
             config["ProcessingJobName"],
             config["ProcessingResources"]["ClusterConfig"]["InstanceType"],
         )
-        self.hook.create_processing_job(config, wait_for_completion=False)
+        try:
+            self.hook.create_processing_job(config, wait_for_completion=False)
+        except ClientError as error:
+            code = error_code(error)
+            if code in RETRYABLE_CREATE_ERRORS:  # fail this try only: its retry, after a backoff, creates
+                raise AirflowException(f"{code} creating the split's Processing job: {error}") from None
+            if code != "ResourceInUse":
+                raise
+            # a racing try of this task created it (the name holds the run's key): wait for that one
+            self.log.info("Processing job %s exists already; waiting for it", config["ProcessingJobName"])
         return config["ProcessingJobName"]
+
+    def _settled(self, latest: dict[str, Any]) -> dict[str, Any]:
+        """``latest`` once it is no longer Stopping: a stopping job may still write into the run's
+        folds, which the next attempt is about to write (SageMaker stops a job within minutes)."""
+        deadline = time.monotonic() + STOPPING_WAIT
+        while latest["ProcessingJobStatus"] == "Stopping":
+            if time.monotonic() > deadline:
+                raise AirflowException(f"The split's Processing job {latest['ProcessingJobName']} is still stopping")
+            self.log.info("Waiting for the split's Processing job %s to stop", latest["ProcessingJobName"])
+            time.sleep(min(self.check_interval, 10))
+            latest = self.hook.describe_processing_job_or_none(latest["ProcessingJobName"]) or latest
+        return latest
 
     def _wait(self, context: Context, name: str) -> Any:
         SageMakerProcessingJobLink.persist(
@@ -250,16 +273,7 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
         )
         timeout = self.config["StoppingCondition"]["MaxRuntimeInSeconds"] + self.timeout_margin
         self.defer(
-            trigger=SageMakerFoldTrainingTrigger(
-                job_name=name,
-                job_type="Processing",
-                waiter_delay=self.check_interval,
-                waiter_max_attempts=math.ceil(timeout / self.check_interval) + 1,
-                aws_conn_id=self.aws_conn_id,
-                region_name=self.region_name,
-                verify=self.verify,
-                botocore_config=self.botocore_config,
-            ),
+            trigger=SageMakerFoldTrainingTrigger.waiting(self, name, timeout, job_type="Processing"),
             method_name="execute_complete",
             timeout=datetime.timedelta(seconds=timeout),
         )

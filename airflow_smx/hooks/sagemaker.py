@@ -12,6 +12,8 @@ from airflow_smx.core.attempts import Attempt, find_attempts
 
 # SageMaker answers ValidationException "Requested resource not found" for a missing training job
 MISSING = ("ValidationException", "ResourceNotFound")
+# A Create*Job refused for now, not for good: the task's retry, after its backoff, creates again
+RETRYABLE_CREATE_ERRORS = {"ThrottlingException", "ResourceLimitExceeded"}
 
 
 def error_code(error: ClientError) -> str:

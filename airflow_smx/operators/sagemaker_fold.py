@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -28,15 +27,13 @@ from airflow_smx.core.attempts import (
 )
 from airflow_smx.core.job_requests import RUN_TAG, SAGEMAKER_DEFAULT_RUNTIME
 from airflow_smx.core.results import clean_description
-from airflow_smx.hooks.sagemaker import CrossValidationSageMakerHook, error_code
+from airflow_smx.hooks.sagemaker import RETRYABLE_CREATE_ERRORS, CrossValidationSageMakerHook, error_code
 from airflow_smx.links.sagemaker import SageMakerTrainingJobLink, SageMakerTrainingLogsLink
 from airflow_smx.operators import fresh_try
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-RETRYABLE_CREATE_ERRORS = {"ThrottlingException", "ResourceLimitExceeded"}  # the task's retry creates again
 
 
 class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
@@ -211,15 +208,7 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         name = description["TrainingJobName"]
         if self.deferrable:
             self.defer(
-                trigger=SageMakerFoldTrainingTrigger(
-                    job_name=name,
-                    waiter_delay=self.check_interval,
-                    waiter_max_attempts=math.ceil(self.timeout_seconds / self.check_interval) + 1,
-                    aws_conn_id=self.aws_conn_id,
-                    region_name=self.region_name,
-                    verify=self.verify,
-                    botocore_config=self.botocore_config,
-                ),
+                trigger=SageMakerFoldTrainingTrigger.waiting(self, name, self.timeout_seconds),
                 method_name="execute_complete",
                 timeout=datetime.timedelta(seconds=self.timeout_seconds),
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,6 +34,23 @@ class SageMakerFoldTrainingTrigger(SageMakerTrigger):
 
     def __init__(self, job_name: str, job_type: str = "Training", **kwargs):
         super().__init__(job_name=job_name, job_type=job_type, **sagemaker_trigger_arguments(kwargs))
+
+    @classmethod
+    def waiting(
+        cls, operator: Any, job_name: str, timeout: int, job_type: str = "Training"
+    ) -> SageMakerFoldTrainingTrigger:
+        """The trigger that waits up to ``timeout`` seconds for ``job_name``, checking every
+        ``operator.check_interval`` seconds, with the operator's AWS connection."""
+        return cls(
+            job_name=job_name,
+            job_type=job_type,
+            waiter_delay=operator.check_interval,
+            waiter_max_attempts=math.ceil(timeout / operator.check_interval) + 1,
+            aws_conn_id=operator.aws_conn_id,
+            region_name=operator.region_name,
+            verify=operator.verify,
+            botocore_config=operator.botocore_config,
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         _, arguments = super().serialize()
