@@ -12,6 +12,15 @@ TRAINING_JOB_KEY = "smx_training_job"  # both job links read the one XCom the fo
 PROCESSING_JOB_KEY = "smx_processing_job"  # the same for the split's job links
 
 
+def _log_streams(group: str) -> str:
+    """CloudWatch's streams of ``/aws/sagemaker/{group}`` that start with the job's name (SageMaker
+    names a job's streams ``{job_name}/algo-{n}-{epoch}``)."""
+    return (
+        BASE_AWS_CONSOLE_LINK + "/cloudwatch/home?region={region_name}#logsV2:log-groups/log-group/"
+        f"$252Faws$252Fsagemaker$252F{group}$3FlogStreamNameFilter$3D{{job_name}}"
+    )
+
+
 class SageMakerTrainingJobLink(BaseAwsLink):
     """The fold's (latest) training job in the SageMaker console."""
 
@@ -21,14 +30,11 @@ class SageMakerTrainingJobLink(BaseAwsLink):
 
 
 class SageMakerTrainingLogsLink(BaseAwsLink):
-    """The job's log streams in CloudWatch (SageMaker names them ``{job_name}/algo-{n}-{epoch}``)."""
+    """The training job's log streams in CloudWatch."""
 
     name = "Training job logs"
     key = TRAINING_JOB_KEY
-    format_str = (
-        BASE_AWS_CONSOLE_LINK + "/cloudwatch/home?region={region_name}#logsV2:log-groups/log-group/"
-        "$252Faws$252Fsagemaker$252FTrainingJobs$3FlogStreamNameFilter$3D{job_name}"
-    )
+    format_str = _log_streams("TrainingJobs")
 
 
 class SageMakerProcessingJobLink(BaseAwsLink):
@@ -40,14 +46,11 @@ class SageMakerProcessingJobLink(BaseAwsLink):
 
 
 class SageMakerProcessingLogsLink(BaseAwsLink):
-    """The split job's log streams in CloudWatch (``{job_name}/algo-{n}-{epoch}``)."""
+    """The split job's log streams in CloudWatch."""
 
     name = "Processing job logs"
     key = PROCESSING_JOB_KEY
-    format_str = (
-        BASE_AWS_CONSOLE_LINK + "/cloudwatch/home?region={region_name}#logsV2:log-groups/log-group/"
-        "$252Faws$252Fsagemaker$252FProcessingJobs$3FlogStreamNameFilter$3D{job_name}"
-    )
+    format_str = _log_streams("ProcessingJobs")
 
 
 class CrossValidationReportLink(BaseAwsLink):
