@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,64 @@ def test_the_same_bytes_cut_into_other_files_are_another_input(tmp_path):
         body = (tmp_path / "a" / name).read_bytes()
         digest.update(f"{name}\0{len(body)}\0".encode() + body)
     assert plans[0].input["sha256"] == digest.hexdigest()
+
+
+def written(out: Path) -> dict[Path, bytes]:
+    """Every file a split wrote, its own folder's path replaced (the manifests name it)."""
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    return {p.relative_to(out): p.read_bytes().replace(str(out).encode(), b"OUT") for p in files}
+
+
+@pytest.mark.parametrize("strategy", ["stratified", "stratified_group"])
+def test_many_files_scanned_and_written_by_several_processes_give_the_same_split(tmp_path, strategy, caplog):
+    caplog.set_level(logging.INFO, logger="airflow_smx")
+    """Runs of whole files (every third gzip) read by 2, 3 or 4 processes: the same plan, checksum
+    included, and the same bytes in every part as one process writes, and scikit-learn's folds."""
+    records = make_records(2500, seed=11)
+    write_parts(tmp_path / "in", csv_lines(records), 37)
+    spec = InputSpec(uri=(tmp_path / "in").as_uri() + "/", label="class", group="patient", csv_header=True)
+    cv = CVSpec(strategy=strategy, n_splits=4, holdout=0.1, random_state=5)
+    outputs, plans = {}, {}
+    for workers in (1, 2, 3, 4):
+        out = tmp_path / f"w{workers}"
+        plans[workers] = split_dataset(spec, cv, out.as_uri(), workers=workers, final=True)
+        outputs[workers] = written(out)
+    read_in = [r.getMessage().rsplit(" in ", 1)[1] for r in caplog.records if r.getMessage().startswith("reading ")]
+    assert read_in == ["2 processes", "3 processes", "4 processes"]  # one process logs no such line
+    assert outputs[1] == outputs[2] == outputs[3] == outputs[4] and len(outputs[1]) > 10
+    assert plans[1].input == plans[4].input and plans[1].input["files"] == 37
+    if strategy == "stratified":  # without a hold-out drawn first, the folds are StratifiedKFold's own
+        plain = split_dataset(spec, CVSpec(strategy=strategy, n_splits=4, random_state=5), "", workers=3, write=False)
+        y = np.array([r["class"] for r in records])
+        expected = [test.size for _, test in StratifiedKFold(4, shuffle=True, random_state=5).split(y, y)]
+        assert [f.n_validation for f in plain.folds] == expected
+
+
+def test_the_first_bad_file_in_key_order_is_named_whichever_process_reads_it(tmp_path):
+    """Several files are broken; the processes meet them in any order, the error is the one a
+    single process meets first: a later run of files' gzip error does not mask an earlier bad line."""
+    paths = write_parts(tmp_path / "in", csv_lines(make_records(600, seed=1)), 12, header=None)
+    early, late = paths[4], paths[10]  # neither compressed; the one process meets part 4 first
+    lines = early.read_bytes().splitlines()
+    lines[2] = b'7,"c0,p1'
+    early.write_bytes(b"\n".join(lines) + b"\n")
+    late.write_bytes(b"\x1f\x8b" + b"not gzip at all")  # gzip by its first bytes: unreadable
+    spec = InputSpec(uri=(tmp_path / "in").as_uri() + "/", label=1)
+    messages = set()
+    for workers in (1, 2, 4):
+        with pytest.raises(SplitError) as error:
+            split_dataset(spec, CVSpec(), (tmp_path / "o").as_uri(), workers=workers)
+        messages.add(str(error.value))
+    (message,) = messages
+    assert message.startswith(f"{early.as_uri()} line 3: malformed CSV"), message
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_file_whose_header_differs_is_named_by_any_process(tmp_path):
+    paths = write_parts(tmp_path / "in", csv_lines(make_records(400, seed=2)), 9)
+    other = paths[7]  # not compressed, in the last run of files whatever the number of processes
+    other.write_bytes(other.read_bytes().replace(HEADER, b"id,label,patient", 1))
+    spec = InputSpec(uri=(tmp_path / "in").as_uri() + "/", label="class", csv_header=True)
+    for workers in (2, 3):
+        with pytest.raises(SplitError, match=rf"{other.as_uri()} line 1: the CSV header differs from the first file's"):
+            split_dataset(spec, CVSpec(), (tmp_path / "o").as_uri(), workers=workers)

@@ -8,9 +8,11 @@ as the values would in numpy and scikit-learn.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import gzip
 import hashlib
+import itertools
 import re
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -151,8 +153,8 @@ class InputFile:
         """Whether byte ranges can be read apart (by several processes): local and uncompressed."""
         return self.compression == "none" and storage.is_local(self.fs)
 
-    def line_starts(self, parts: int) -> list[int]:
-        """``parts + 1`` offsets cutting the file into about equal ranges of whole lines."""
+    def cuts(self, parts: int) -> list[int]:
+        """``parts + 1`` offsets cutting the file into about equal byte ranges of whole lines."""
         size = self.size
         cuts = [0]
         with self.fs.open(self.path, "rb") as handle:
@@ -268,18 +270,36 @@ class PartedInput:
         return sum(part.size for part in self.parts)
 
     def splittable(self) -> bool:
-        return False
+        """Whether groups of files can be read apart (by several processes): local, two files or more."""
+        return storage.is_local(self.fs) and len(self.parts) > 1
+
+    def cuts(self, parts: int) -> list[int]:
+        """``parts + 1`` file indices cutting the files into runs of about equal stored bytes (each
+        file whole: gzip cannot be read from the middle); fewer runs if there are fewer files."""
+        ends = list(itertools.accumulate(part.listed_size for part in self.parts))
+        cuts = [0]
+        for i in range(1, min(parts, len(self.parts))):
+            at = bisect.bisect_left(ends, ends[-1] * i / parts) + 1  # the run that reaches the share
+            cuts.append(min(max(at, cuts[-1] + 1), len(self.parts) - 1))
+        return [*dict.fromkeys(cuts), len(self.parts)]
 
     def first_record(self) -> bytes | None:
         return next((r for r in (part.first_record() for part in self.parts) if r is not None), None)
 
-    def chunks(self, hashing: bool = True, blank_free: bool = False) -> Iterator[Chunk]:
-        """Each file's records in turn, every chunk naming its file; the stored bytes of all hashed as one."""
+    def mark(self, part: InputFile) -> bytes:
+        """What the checksum hashes before a file's bytes: names and sizes count, as the same bytes
+        cut into other files are other parts to reference."""
+        return f"{self.below(part.path)}\0{part.listed_size}\0".encode()
+
+    def chunks(
+        self, hashing: bool = True, blank_free: bool = False, start: int = 0, end: int | None = None
+    ) -> Iterator[Chunk]:
+        """The records of files ``start:end`` (all by default) in turn, every chunk naming its file;
+        the stored bytes of all hashed as one."""
         self.reader = HashingReader(None, hashing)
         try:
-            for part in self.parts:
-                # names and sizes count: the same bytes cut into other files are other parts to reference
-                self.reader.mark(f"{self.below(part.path)}\0{part.listed_size}\0".encode())
+            for part in self.parts[start:end]:
+                self.reader.mark(self.mark(part))
                 yield from self._part_chunks(part, blank_free)
         finally:
             self.reader.close()

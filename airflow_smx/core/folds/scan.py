@@ -1,8 +1,9 @@
 """The first pass: count and check every record, hash the input, extract label and group codes.
 
-A large, uncompressed local input is scanned by several processes at once, each over a byte
-range of whole lines (forked, so nothing is imported again); their results are merged in file
-order, so the outcome, errors and line numbers included, equals a single-process scan.
+A large local input is scanned by several processes at once (forked, so nothing is imported
+again), each over a range: a byte range of whole lines of one uncompressed file, or a run of
+whole files (gzip or not) of a many-file input. Their results are merged in input order, so the
+outcome, errors and line numbers included, equals a single-process scan.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from airflow_smx.core.folds.records import (
     Input,
     JsonFieldReader,
     LineError,
+    PartedInput,
     SplitError,
     compact_table,
     detect_format,
@@ -43,34 +45,43 @@ _FORKED: dict[str, Any] = {}  # what forked workers inherit from the parent
 
 
 class Records:
-    """The input's records (of one byte range, or all), chunk by chunk, the CSV header set apart."""
+    """The input's records (of one range, or all), chunk by chunk, the CSV header set apart.
+
+    :param header: the input's CSV header, skipped at the start of each file (which must start
+        with it); None: nothing to skip (no header, or a byte range after the file's first)
+    :param start: with ``end``, a range: bytes of one uncompressed file, or files of a many-file input
+    """
 
     def __init__(
         self,
         source: Input,
-        skip_header: bool,
+        header: bytes | None,
         hashing: bool = True,
         blank_free: bool = False,
         start: int = 0,
         end: int | None = None,
     ):
         self.source = source
-        self.skip_header = skip_header
+        self.header = header
         self.options: dict[str, Any] = {"hashing": hashing, "blank_free": blank_free}
-        if start or end is not None:  # a byte range: one uncompressed file only
+        if start or end is not None:
             self.options |= {"start": start, "end": end}
         self.n_lines = 0
 
+    @classmethod
+    def of_range(cls, source: Input, header: bytes | None, cuts: list[int], index: int, **options: Any) -> Records:
+        """Range ``index`` of ``cuts`` (``source.cuts(n)``); a byte range after the first starts past the header."""
+        first_line_is_header = index == 0 or isinstance(source, PartedInput)
+        return cls(source, header if first_line_is_header else None, start=cuts[index], end=cuts[index + 1], **options)
+
     def __iter__(self) -> Iterator[Chunk]:
-        waiting_for_header, part, header = self.skip_header, None, None
+        waiting_for_header, part = self.header is not None, None
         for chunk in self.source.chunks(**self.options):
             self.n_lines += chunk.n_lines
             if chunk.part != part:  # the next file of a many-file input: it starts with the header too
-                waiting_for_header, part = self.skip_header, chunk.part
+                waiting_for_header, part = self.header is not None, chunk.part
             if waiting_for_header and chunk.records:
-                if header is None:
-                    header = chunk.records[0]
-                elif chunk.records[0] != header:
+                if chunk.records[0] != self.header:
                     raise chunk.error(0, "the CSV header differs from the first file's; the files are not one table")
                 chunk, waiting_for_header = chunk.without_first(), False
             if chunk.records:
@@ -135,7 +146,7 @@ def scan(source: Input, spec: InputSpec, workers: int | None = None) -> Scan:
     if processes > 1:
         _scan_parallel(source, reader, result, processes)
     else:
-        records = Records(source, header is not None)
+        records = Records(source, header)
         _merge(result, [_scan_range(records, reader, lengths=False, progress=True)])
         result.bytes, result.sha256 = source.reader.size, source.reader.hexdigest()
     if result.n_records == 0:
@@ -221,23 +232,26 @@ def _bounds(ranges: list[RangeScan]) -> list[tuple[int, int]]:
 
 
 def _scan_parallel(source: Input, reader: JsonFieldReader | CsvFieldReader, result: Scan, processes: int) -> None:
-    cuts = source.line_starts(processes)
-    log.info("reading %s in %d processes", source.uri, processes)
-    _FORKED["scan"] = (source, reader, result.header is not None, cuts)
+    cuts = source.cuts(processes)
+    log.info("reading %s in %d processes", source.uri, len(cuts) - 1)
+    _FORKED["scan"] = (source, reader, result.header, cuts)
     try:
-        outcomes = forked.run_forked(_scan_worker, processes)
+        outcomes = forked.run_forked(_scan_worker, len(cuts) - 1)
     finally:
         _FORKED.pop("scan", None)
     lines = 0
-    for outcome in outcomes:
-        if isinstance(outcome, tuple):  # (line, reason) of the range's first bad record
-            raise LineError(*outcome).shifted(lines)
+    for outcome in outcomes:  # the first error in input order, as a scan in one process meets it
+        if isinstance(outcome, str):
+            raise SplitError(outcome)
+        if isinstance(outcome, tuple):  # (line, reason, file) of the range's first bad record
+            error = LineError(*outcome)
+            raise error if error.part else error.shifted(lines)  # a many-file input numbers lines by file
         lines += outcome.n_lines
     _merge(result, outcomes)
     result.cuts = cuts
     # The checksum reads the file once more on a thread (hashlib releases the GIL) while the
     # caller assigns folds; Scan.identify() waits for it.
-    if source.checksum is not None:  # hashed as it was fetched
+    if getattr(source, "checksum", None) is not None:  # one object, hashed as it was fetched
         result.bytes, result.sha256 = source.checksum
         return
     hasher = ThreadPoolExecutor(max_workers=1)
@@ -245,19 +259,25 @@ def _scan_parallel(source: Input, reader: JsonFieldReader | CsvFieldReader, resu
     hasher.shutdown(wait=False)
 
 
-def _scan_worker(index: int) -> RangeScan | tuple[int, str]:
+def _scan_worker(index: int) -> RangeScan | tuple[int, str, str] | str:
+    """A range's scan, or its first error as data (an exception's own arguments may not survive pickling)."""
     source, reader, header, cuts = _FORKED["scan"]
-    records = Records(source, header and index == 0, hashing=False, start=cuts[index], end=cuts[index + 1])
     try:
-        return _scan_range(records, reader, lengths=True)
+        return _scan_range(Records.of_range(source, header, cuts, index, hashing=False), reader, lengths=True)
     except LineError as error:  # line numbers are the range's own; the parent shifts them
-        return (error.line, error.reason)
+        return (error.line, error.reason, error.part)
+    except SplitError as error:  # a file that is not gzip after all, one removed meanwhile
+        return str(error)
 
 
 def _hash(source: Input) -> tuple[int, str]:
+    """The stored bytes' count and sha256, as a scan in one process hashes them (``HashingReader``)."""
     digest, size = hashlib.sha256(), 0
-    with storage.open_read(source.fs, source.path) as handle:
-        for block in iter(lambda: handle.read(storage.BLOCK), b""):
-            digest.update(block)
-            size += len(block)
+    files = [(p, source.mark(p)) for p in source.parts] if isinstance(source, PartedInput) else [(source, b"")]
+    for file, mark in files:
+        digest.update(mark)
+        with storage.open_read(file.fs, file.path) as handle:
+            for block in iter(lambda: handle.read(storage.BLOCK), b""):
+                digest.update(block)
+                size += len(block)
     return size, digest.hexdigest()

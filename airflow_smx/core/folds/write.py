@@ -1,7 +1,8 @@
 """The second pass: each record goes to the part of the fold it validates in, in file order.
 
-When the input was scanned in byte ranges (a local file, or an S3 object fetched to one), each
-range is written by its own process: the first pass measured every record, so where each
+When the input was scanned in ranges (byte ranges of a local file or of an S3 object fetched to
+one; runs of files of a many-file input, local or fetched), each range is written by its own
+process: the first pass measured every record, so where each
 range's records start in each part is known beforehand, and the processes write side by side
 into the same files. Parts bound for S3 are written on local disk first, then uploaded at once
 (fsspec's put: the files side by side, large ones in concurrent multipart chunks) rather than
@@ -62,7 +63,7 @@ def _write_sequential(fs: Any, source: Input, found: Scan, folds: np.ndarray, ta
         for code, path in targets.items():
             handles[code] = storage.open_write(fs, path)
         start = 0
-        records = Records(source, found.header is not None, hashing=False, blank_free=found.blank_free)
+        records = Records(source, found.header, hashing=False, blank_free=found.blank_free)
         for chunk in records:
             end = start + len(chunk.records)
             if end > len(folds):
@@ -123,14 +124,7 @@ def _write_worker(index: int) -> list[int]:
     start_at = dict(positions)
     files = {code: os.open(targets[code], os.O_WRONLY) for code in codes}
     try:
-        records = Records(
-            source,
-            found.header is not None and index == 0,
-            hashing=False,
-            blank_free=found.blank_free,
-            start=found.cuts[index],
-            end=found.cuts[index + 1],
-        )
+        records = Records.of_range(source, found.header, found.cuts, index, hashing=False, blank_free=found.blank_free)
         start, stop = int(bounds[index]), int(bounds[index + 1])
         for chunk in records:
             end = start + len(chunk.records)
