@@ -99,6 +99,11 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "description": "ml instance type of the split's Processing job.",
         "default": "ml.m5.2xlarge",
     },
+    "split_instance_count": {
+        "description": "Instances of the split's Processing job for an input of many files: each scans and "
+        "writes a run of them, the first joins the parts (at most one instance a file). One file: one instance.",
+        "default": "1",
+    },
     "split_max_runtime_seconds": {
         "description": "MaxRuntimeInSeconds of the split's Processing job; the task stops it after this.",
         "default": "14400",
@@ -177,6 +182,7 @@ class Offload:
     code_uri: str
     instance_type: str
     max_runtime: int
+    instance_count: int = 1
 
     @property
     def ready(self) -> bool:
@@ -194,6 +200,7 @@ def offload() -> Offload:
         code_uri=get("split_code_uri"),
         instance_type=get("split_instance_type"),
         max_runtime=int(get("split_max_runtime_seconds")),
+        instance_count=max(1, int(get("split_instance_count"))),
     )
     if found.threshold > 0 and not found.ready:
         raise ValueError(f"[{SECTION}] offload_bytes is set: split_image and split_code_uri (s3://...) must be too")

@@ -200,34 +200,52 @@ class FakeSageMaker:
             job.failure_reason, job.processing_job_status = f"the test harness failed: {error!r}", "Failed"
 
     def run_locally(self, job: Any) -> None:
-        """Run a Processing job as SageMaker would, on this machine: download its inputs to where its
-        container expects them (under a temporary folder standing for /opt/ml/processing), run its
-        command there, and end it Completed or Failed by the exit code. The container's own first
-        step, installing the package from the wheelhouse, is checked, not run: this interpreter has
-        it installed already."""
+        """Run a Processing job as SageMaker would, on this machine: for each of its instances, a
+        temporary folder standing for that container's /opt/ml, holding its inputs (downloaded to
+        where the container expects them) and SageMaker's resource config naming the hosts; then
+        every instance's command at once, the job ending Completed if all exit 0, else Failed. The
+        container's own first step, installing the package from the wheelhouse, is checked, not
+        run: this interpreter has it installed already."""
         entrypoint, arguments = (
             job.app_specification["ContainerEntrypoint"],
             job.app_specification["ContainerArguments"],
         )
         assert entrypoint[:2] == ["/bin/sh", "-c"] and "pip install --quiet --no-index --find-links" in entrypoint[2]
-        with tempfile.TemporaryDirectory() as root:
-            local = lambda path: path.replace(CONTAINER, root)  # noqa: E731
-            s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-            for given in job.processing_inputs:
-                bucket, _, prefix = given["S3Input"]["S3Uri"].removeprefix("s3://").partition("/")
-                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                    for item in page.get("Contents", []):
-                        target = Path(local(given["S3Input"]["LocalPath"])) / item["Key"][len(prefix) :].lstrip("/")
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        s3.download_file(bucket, item["Key"], str(target))
-            command = [sys.executable if a == "python3" else local(a) for a in arguments]
-            done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ), timeout=600)
-        self.processing_logs[job.processing_job_name] = done.stdout + done.stderr
+        cluster = self.processing_requests[job.processing_job_name]["ProcessingResources"]["ClusterConfig"]
+        hosts = [f"algo-{i + 1}" for i in range(cluster["InstanceCount"])]
+        with tempfile.TemporaryDirectory() as scratch:
+            running = [self._start_instance(job, arguments, Path(scratch) / host, host, hosts) for host in hosts]
+            codes = [process.wait(timeout=600) for process, _ in running]
+            logs = [f"[{host}]\n{log.read_text()}" for host, (_, log) in zip(hosts, running, strict=True)]
+        self.processing_logs[job.processing_job_name] = "\n".join(logs)
         if job.processing_job_status != "InProgress":  # stopped meanwhile
             return
-        if done.returncode:
-            job.failure_reason = f"AlgorithmError: See job logs for more information (exit code {done.returncode})"
-        job.processing_job_status = "Completed" if done.returncode == 0 else "Failed"
+        failed = next((code for code in codes if code), 0)
+        if failed:
+            job.failure_reason = f"AlgorithmError: See job logs for more information (exit code {failed})"
+        job.processing_job_status = "Failed" if failed else "Completed"
+
+    def _start_instance(
+        self, job: Any, arguments: list[str], home: Path, host: str, hosts: list[str]
+    ) -> tuple[subprocess.Popen, Path]:
+        """One instance's container: ``home`` stands for its /opt/ml."""
+        root = home / "processing"
+        local = lambda path: path.replace(CONTAINER, str(root))  # noqa: E731
+        s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+        for given in job.processing_inputs:
+            bucket, _, prefix = given["S3Input"]["S3Uri"].removeprefix("s3://").partition("/")
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    target = Path(local(given["S3Input"]["LocalPath"])) / item["Key"][len(prefix) :].lstrip("/")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    s3.download_file(bucket, item["Key"], str(target))
+        (home / "config").mkdir(parents=True)
+        (home / "config" / "resourceconfig.json").write_text(json.dumps({"current_host": host, "hosts": hosts}))
+        command = [sys.executable if a == "python3" else local(a) for a in arguments]
+        log = home / "output.log"
+        with log.open("w") as out:  # a file, not a pipe: a host blocked on a full pipe would stall the others
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+        return process, log
 
     def call(self, operation: str) -> None:
         if self.fault is not None:

@@ -6,6 +6,7 @@ each one on this machine as its container would (tests/sagemaker_fake.py)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import threading
 import time
@@ -266,3 +267,76 @@ def test_nothing_of_the_request_reaches_the_jobs_command_line(offload_settings, 
     assert first["AppSpecification"] == second["AppSpecification"]
     document = s3.get_object(Bucket="bucket", Key=f"out/{attacked['cv_run_id']}/split/request/split.json")
     assert json.loads(document["Body"].read())["input"]["uri"] == hostile
+
+
+def parted_run(s3, uri: str, n_parts: int, records: int = 900, **cv) -> dict:
+    """check_request's result for a CSV prefix of ``n_parts`` files (every third gzip, a header in each)."""
+    from airflow_smx.core.request import parse_request
+
+    bucket_prefix = uri.removeprefix("s3://bucket/")
+    lines = [f"{i},c{(i * 7) % 3},p{i % 41}" for i in range(records)]
+    cut = [round(len(lines) * i / n_parts) for i in range(n_parts + 1)]
+    for i in range(n_parts):
+        body = "".join(line + "\n" for line in ["id,class,patient", *lines[cut[i] : cut[i + 1]]]).encode()
+        gz = i % 3 == 0
+        s3.put_object(
+            Bucket="bucket",
+            Key=f"{bucket_prefix}part-{i:05d}.csv{'.gz' if gz else ''}",
+            Body=gzip.compress(body) if gz else body,
+        )
+    spec = {"uri": uri, "label": "class", "group": "patient", "csv_header": True}
+    request = parse_request(conf(input=spec, cv=cv, refit=True))
+    return {
+        "request": request.model_dump(mode="json"),
+        "original": {},
+        "cv_run_id": "parts-20261202-120000-abcdef",
+        "key": "abcdef",
+        "when": "2026-12-02T12:00:00+00:00",
+        "run_id": "manual__1",
+    }
+
+
+def test_several_instances_split_a_many_file_input_as_one_machine_does(offload_settings, sagemaker, s3, monkeypatch):
+    """Three instances, each a run of the 8 files: the plan and every part, byte for byte, are
+    what one machine writes (stratified by class, grouped by patient, a hold-out, the refit's)."""
+    monkeypatch.setenv("AIRFLOW__SMX__SPLIT_INSTANCE_COUNT", "3")
+    cv = {"strategy": "stratified_group", "n_splits": 4, "random_state": 3, "holdout": 0.1}
+    run = parted_run(s3, "s3://bucket/exports/table/", 8, **cv)
+    with pytest.raises(TaskDeferred) as deferred:
+        split_task().execute(Context(run))
+    name = deferred.value.trigger.job_name
+    cluster = sagemaker.processing_requests[name]["ProcessingResources"]["ClusterConfig"]
+    assert cluster["InstanceCount"] == 3
+    sagemaker.run_locally(sagemaker.backend.processing_jobs[name])
+    log = sagemaker.processing_logs[name]
+    assert sagemaker.backend.processing_jobs[name].processing_job_status == "Completed", log
+    assert "host 2 of 3: done" in log and "host 3 of 3: done" in log and "from 3 hosts" in log, log
+    folds = split_task().execute_complete(Context(run), {"status": "success"})
+    assert len(folds) == 4
+
+    theirs = objects(s3, f"out/{run['cv_run_id']}/folds/")
+    split_dataset(
+        InputSpec(uri="s3://bucket/exports/table/", label="class", group="patient", csv_header=True),
+        CVSpec(**cv),
+        "s3://bucket/here/folds",
+        final=True,
+    )
+    ours = objects(s3, "here/folds/")
+    assert theirs.keys() == ours.keys() and len(ours) > 10
+    for key in ours:  # the parts byte for byte; the plan and manifests name their own folder
+        assert theirs[key] == ours[key].replace(b"here/folds", f"out/{run['cv_run_id']}/folds".encode()), key
+    assert not objects(s3, f"out/{run['cv_run_id']}/split/work/")  # the hosts' messages are cleared away
+
+
+def test_a_bad_line_any_instance_meets_fails_the_split_naming_it(offload_settings, sagemaker, s3, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__SMX__SPLIT_INSTANCE_COUNT", "3")
+    run = parted_run(s3, "s3://bucket/exports/bad/", 6, strategy="stratified", n_splits=3)
+    s3.put_object(Bucket="bucket", Key="exports/bad/part-00005.csv", Body=b'id,class,patient\n1,c0,p1\n2,"c1,p2\n')
+    with pytest.raises(TaskDeferred) as deferred:
+        split_task().execute(Context(run))
+    name = deferred.value.trigger.job_name
+    sagemaker.run_locally(sagemaker.backend.processing_jobs[name])
+    assert sagemaker.backend.processing_jobs[name].processing_job_status == "Failed"
+    with pytest.raises(AirflowFailException, match=r"cannot split: s3://bucket/exports/bad/part-00005\.csv line 3: "):
+        split_task().execute_complete(Context(run), {"status": "error"})
+    assert not objects(s3, f"out/{run['cv_run_id']}/folds/")

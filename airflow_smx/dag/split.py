@@ -14,7 +14,7 @@ import datetime
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerProcessingOperator
@@ -46,6 +46,13 @@ DRY_RUN_REPORT = "dry_run.json"
 STOPPING_WAIT = 900  # seconds a try waits for the run's stopping split job to end before its retry looks again
 
 
+class Stored(NamedTuple):
+    """An input as listed: its bytes (every file's) and its files."""
+
+    bytes: int
+    files: int
+
+
 @dataclass
 class SplitOrder:
     """What one run splits, where to, and how (from check_request's result)."""
@@ -72,11 +79,13 @@ class SplitOrder:
     def job_name(self) -> str:
         return split_job_name(self.request.name, self.when, self.run["key"])
 
-    def input_bytes(self) -> int:
+    def stored(self) -> Stored:
+        """The input's bytes and files, as listed now."""
         try:
-            return stored_size(open_input(self.request.input.uri, self.request.input.compression, self.options))
+            source = open_input(self.request.input.uri, self.request.input.compression, self.options)
         except SplitError as error:  # no such object, an empty prefix: final, as in a split in the worker
             raise AirflowFailException(f"cannot split: {error}") from None
+        return Stored(stored_size(source), len(getattr(source, "parts", [source])))
 
     def split_here(self) -> FoldPlan:
         try:
@@ -97,12 +106,12 @@ class SplitOrder:
             self.request.input,
             self.request.cv,
             self.folds_uri,
-            storage.join(self.split_uri, offloaded.ERROR_FILE),
+            self.split_uri,
             assemble_train=self.request.channels.train.needs_single_object,
             final=self.request.refit,
         )
 
-    def processing_request(self, offload: settings.Offload, input_bytes: int) -> dict[str, Any]:
+    def processing_request(self, offload: settings.Offload, stored: Stored) -> dict[str, Any]:
         role = self.request.training.RoleArn or settings.get("role_arn")
         tags = [
             *(t.model_dump() for t in self.request.tags),
@@ -117,7 +126,8 @@ class SplitOrder:
             image=offload.image,
             role=role,
             instance_type=offload.instance_type,
-            input_bytes=input_bytes,
+            instance_count=min(offload.instance_count, stored.files),  # a file is one instance's at most
+            input_bytes=stored.bytes,
             max_volume_gb=settings.policy().max_volume_gb,
             max_runtime=offload.max_runtime,
             tags=tags,
@@ -175,10 +185,10 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
     def execute(self, context: Context) -> list[dict[str, Any]]:
         order = SplitOrder.of(context["ti"].xcom_pull(task_ids="check_request"))
         offload = settings.offload()
-        input_bytes = _offloaded(order, offload)
-        if input_bytes is None:
+        stored = _offloaded(order, offload)
+        if stored is None:
             return order.fold_jobs(order.split_here())
-        self.config = order.processing_request(offload, input_bytes)
+        self.config = order.processing_request(offload, stored)
         attempts = self.hook.processing_attempts(order.job_name)
         latest = self._settled(attempts[-1]) if attempts else None
         status = latest["ProcessingJobStatus"] if latest else None
@@ -194,7 +204,7 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
         failed = latest is not None and status != "Completed"
         if failed and not fresh and not _transient(latest):
             self._finish(order, latest)  # a final failure, met by an automatic retry: end as it did
-        return self._wait(context, self._start(order, len(attempts) + 1, input_bytes))
+        return self._wait(context, self._start(order, len(attempts) + 1, stored))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         order = SplitOrder.of(context["ti"].xcom_pull(task_ids="check_request"))
@@ -227,17 +237,20 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
         if attempts and attempts[-1]["ProcessingJobStatus"] == "InProgress":
             self._stop(attempts[-1]["ProcessingJobName"], "the task was killed")
 
-    def _start(self, order: SplitOrder, number: int, input_bytes: int) -> str:
+    def _start(self, order: SplitOrder, number: int, stored: Stored) -> str:
         fs, path = storage.filesystem(order.split_uri, order.options)
         storage.remove(fs, [path])  # an earlier attempt's document and error
         storage.write_json(fs, f"{path}/request/{offloaded.DOCUMENT.rsplit('/', 1)[1]}", order.document())
         config = {**self.config, "ProcessingJobName": attempt_name(self.config["ProcessingJobName"], number)}
+        cluster = config["ProcessingResources"]["ClusterConfig"]
         self.log.info(
-            "Splitting %s (%d MB) in SageMaker Processing job %s on %s",
+            "Splitting %s (%d MB in %d files) in SageMaker Processing job %s on %d x %s",
             order.request.input.uri,
-            input_bytes // 10**6,
+            stored.bytes // 10**6,
+            stored.files,
             config["ProcessingJobName"],
-            config["ProcessingResources"]["ClusterConfig"]["InstanceType"],
+            cluster["InstanceCount"],
+            cluster["InstanceType"],
         )
         try:
             self.hook.create_processing_job(config, wait_for_completion=False)
@@ -311,15 +324,15 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
             self.log.warning("Stopped the split's Processing job %s: %s", name, why)
 
 
-def _offloaded(order: SplitOrder, offload: settings.Offload) -> int | None:
-    """The input's bytes if a Processing job splits it, else None (the worker does)."""
+def _offloaded(order: SplitOrder, offload: settings.Offload) -> Stored | None:
+    """The input's size if a Processing job splits it, else None (the worker does)."""
     request = order.request
     if request.dry_run or request.backend != "sagemaker" or request.split_on == "worker":
         return None
     if request.split_on == "auto" and not offload.threshold:
         return None  # no listing of the input for a deployment that never offloads
-    size = order.input_bytes()
-    return size if request.split_on == "sagemaker" or offload.wanted(size) else None
+    stored = order.stored()
+    return stored if request.split_on == "sagemaker" or offload.wanted(stored.bytes) else None
 
 
 def stop_unfinished_split(run: dict[str, Any], aws_conn_id: str | None) -> str | None:

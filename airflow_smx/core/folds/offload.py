@@ -6,7 +6,9 @@ SageMaker scikit-learn image, Python 3.11 or later), and waits for it. The job i
 package and its core dependencies from the deployment's wheelhouse (``[smx] split_code_uri``,
 mounted at :data:`CODE`), pinned to the worker's own versions: numpy's permutation and
 scikit-learn's splitters decide the folds, so the job's parts and plan are byte-identical to
-the worker's. The job reads the input and writes the parts itself, under the run's role.
+the worker's. The job reads the input and writes the parts itself, under the run's role. An
+input of many files may be split by several instances of the job (``[smx] split_instance_count``),
+each a run of the files (:mod:`airflow_smx.core.folds.sharded`), to the same bytes.
 
 What the job does is data, not a command: the request's fields travel in a JSON document
 (:data:`DOCUMENT`), never in the container's command line, which holds only the deployment's
@@ -21,10 +23,13 @@ import math
 import shlex
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from airflow_smx.core import storage
+from airflow_smx.core.folds.processes import cpu_count
 from airflow_smx.core.folds.records import SplitError
+from airflow_smx.core.folds.sharded import Host, split_sharded
 from airflow_smx.core.folds.split import split_dataset
 from airflow_smx.core.request import CVSpec, InputSpec
 
@@ -54,14 +59,19 @@ def versions() -> dict[str, str]:
 
 
 def document(
-    spec: InputSpec, cv: CVSpec, folds_uri: str, error_uri: str, *, assemble_train: bool, final: bool
+    spec: InputSpec, cv: CVSpec, folds_uri: str, split_uri: str, *, assemble_train: bool, final: bool
 ) -> dict[str, Any]:
-    """What the job splits, and how: ``split_dataset``'s arguments, and the versions it needs."""
+    """What the job splits, and how: ``split_dataset``'s arguments, and the versions it needs.
+
+    :param split_uri: the attempt's own folder: a bad input's error (:data:`ERROR_FILE`) and, for
+        a job of several instances, their messages (``work/``)
+    """
     return {
         "input": spec.model_dump(mode="json"),
         "cv": cv.model_dump(mode="json"),
         "folds_uri": folds_uri,
-        "error_uri": error_uri,
+        "error_uri": storage.join(split_uri, ERROR_FILE),
+        "work_uri": storage.join(split_uri, "work"),
         "assemble_train": assemble_train,
         "final": final,
         "versions": versions(),
@@ -91,6 +101,7 @@ def processing_request(
     image: str,
     role: str,
     instance_type: str,
+    instance_count: int,
     input_bytes: int,
     max_volume_gb: int,
     max_runtime: int,
@@ -101,7 +112,8 @@ def processing_request(
 
     :param document_folder: the S3 folder holding the document, as ``split.json``, alone
     :param code_uri: the wheelhouse's S3 folder
-    :param input_bytes: the input's size: the job's volume holds a copy and the parts
+    :param instance_count: instances, each splitting a run of the files of a many-file input
+    :param input_bytes: the input's size: each instance's volume holds a copy of its share, and its parts
     :param max_volume_gb: the deployment's largest volume (``[smx] max_volume_gb``)
     """
     return {
@@ -118,9 +130,9 @@ def processing_request(
         ],
         "ProcessingResources": {
             "ClusterConfig": {
-                "InstanceCount": 1,
+                "InstanceCount": instance_count,
                 "InstanceType": instance_type,
-                "VolumeSizeInGB": volume_gb(input_bytes, max_volume_gb),
+                "VolumeSizeInGB": volume_gb(math.ceil(input_bytes / instance_count), max_volume_gb),
             }
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime},
@@ -159,20 +171,23 @@ def run(document_path: str) -> int:
     if problems:
         log.error("the job's packages differ from the worker's, so would its folds: %s", "; ".join(problems))
         return 2
+    host = Host.of_job(str(Path(document_path).parents[3] / "config" / "resourceconfig.json"))
+    spec, cv = InputSpec.model_validate(job["input"]), CVSpec.model_validate(job["cv"])
+    options = {"assemble_train": job["assemble_train"], "final": job["final"], "workers": cpu_count()}
     try:
-        plan = split_dataset(
-            InputSpec.model_validate(job["input"]),
-            CVSpec.model_validate(job["cv"]),
-            job["folds_uri"],
-            assemble_train=job["assemble_train"],
-            final=job["final"],
-        )
+        if host.count > 1:
+            plan = split_sharded(spec, cv, job["folds_uri"], job["work_uri"], host, **options)
+        else:
+            plan = split_dataset(spec, cv, job["folds_uri"], **options)
     except SplitError as error:  # the user's data: they read it in the task's log, in their terms
         fs, path = storage.filesystem(job["error_uri"])
         storage.write_bytes(fs, path, str(error).encode())
         log.error("cannot split: %s", error)
         return 1
-    log.info("split %d records into %d folds under %s", plan.n_records, len(plan.folds), plan.prefix)
+    if plan is None:
+        log.info("host %d of %d: done; the first host writes the plan", host.index + 1, host.count)
+    else:
+        log.info("split %d records into %d folds under %s", plan.n_records, len(plan.folds), plan.prefix)
     return 0
 
 

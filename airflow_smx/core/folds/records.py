@@ -9,6 +9,7 @@ as the values would in numpy and scikit-learn.
 from __future__ import annotations
 
 import bisect
+import copy
 import csv
 import gzip
 import hashlib
@@ -285,6 +286,13 @@ class PartedInput:
 
     def first_record(self) -> bytes | None:
         return next((r for r in (part.first_record() for part in self.parts) if r is not None), None)
+
+    def run(self, start: int, end: int) -> PartedInput:
+        """Files ``start:end`` alone, read as an input of their own; errors still name each file,
+        and a change anywhere under the prefix still shows in :meth:`fingerprint`."""
+        view = copy.copy(self)
+        view.parts = self.parts[start:end]
+        return view
 
     def mark(self, part: InputFile) -> bytes:
         """What the checksum hashes before a file's bytes: names and sizes count, as the same bytes

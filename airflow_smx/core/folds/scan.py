@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +134,23 @@ def scan(source: Input, spec: InputSpec, workers: int | None = None) -> Scan:
 
     :param workers: processes for a splittable input; None picks by size and CPUs
     """
+    result, reader = begin_scan(source, spec)
+    processes = processes_for(source, workers)
+    ranges, result.cuts = scan_ranges(source, reader, result.header, processes)
+    merge(result, ranges)
+    if result.cuts is None:  # one process: hashed as it read
+        result.bytes, result.sha256 = source.reader.size, source.reader.hexdigest()
+    elif getattr(source, "checksum", None) is not None:  # one object, hashed as it was fetched
+        result.bytes, result.sha256 = source.checksum
+    else:  # read once more on a thread (hashlib releases the GIL) while the caller assigns folds
+        result.checksum = in_background(checksum, source)
+    if result.n_records == 0:
+        raise SplitError(f"input.uri: {source.uri} holds no records (empty, or only blank lines)")
+    return result
+
+
+def begin_scan(source: Input, spec: InputSpec) -> tuple[Scan, JsonFieldReader | CsvFieldReader]:
+    """The format and header the input's first record decides, and the reader of its fields."""
     first = source.first_record()
     if first is None:
         raise SplitError(f"input.uri: {source.uri} holds no records (empty, or only blank lines)")
@@ -142,19 +159,43 @@ def scan(source: Input, spec: InputSpec, workers: int | None = None) -> Scan:
     fields = {role: key for role, key in (("label", spec.label), ("group", spec.group)) if key is not None}
     reader = _field_reader(fmt, fields, header)  # a CSV column missing from the header fails here
     result = Scan(format=fmt, compression=source.compression, header=header, files=len(getattr(source, "parts", [1])))
-    processes = _processes(source, workers)
-    if processes > 1:
-        _scan_parallel(source, reader, result, processes)
-    else:
-        records = Records(source, header)
-        _merge(result, [_scan_range(records, reader, lengths=False, progress=True)])
-        result.bytes, result.sha256 = source.reader.size, source.reader.hexdigest()
-    if result.n_records == 0:
-        raise SplitError(f"input.uri: {source.uri} holds no records (empty, or only blank lines)")
-    return result
+    return result, reader
 
 
-def _processes(source: Input, workers: int | None) -> int:
+def scan_ranges(
+    source: Input, reader: JsonFieldReader | CsvFieldReader, header: bytes | None, processes: int
+) -> tuple[list[RangeScan], list[int] | None]:
+    """Each range's scan, in input order, and the cuts between them (None: one range, hashed as it
+    was read, with no record lengths). The first error in input order is raised."""
+    if processes == 1:
+        return [_scan_range(Records(source, header), reader, lengths=False, progress=True)], None
+    cuts = source.cuts(processes)
+    log.info("reading %s in %d processes", source.uri, len(cuts) - 1)
+    _FORKED["scan"] = (source, reader, header, cuts)
+    try:
+        outcomes = forked.run_forked(_scan_worker, len(cuts) - 1)
+    finally:
+        _FORKED.pop("scan", None)
+    lines = 0
+    for outcome in outcomes:  # the first error in input order, as a scan in one process meets it
+        if isinstance(outcome, str):
+            raise SplitError(outcome)
+        if isinstance(outcome, tuple):  # (line, reason, file) of the range's first bad record
+            error = LineError(*outcome)
+            raise error if error.part else error.shifted(lines)  # a many-file input numbers lines by file
+        lines += outcome.n_lines
+    return outcomes, cuts
+
+
+def in_background(function: Callable[..., Any], *args: Any) -> Future[Any]:
+    """``function(*args)`` on a thread of its own; the caller waits for it later."""
+    thread = ThreadPoolExecutor(max_workers=1)
+    future = thread.submit(function, *args)
+    thread.shutdown(wait=False)
+    return future
+
+
+def processes_for(source: Input, workers: int | None) -> int:
     if not source.splittable() or not forked.available():
         return 1
     if workers is None:
@@ -200,7 +241,7 @@ def _scan_range(
     )
 
 
-def _merge(result: Scan, ranges: list[RangeScan]) -> None:
+def merge(result: Scan, ranges: list[RangeScan]) -> None:
     """Join range scans in file order; label and group codes end up numbered in value order.
 
     Each range's arrays are let go as soon as they are copied, so that the whole input's
@@ -231,34 +272,6 @@ def _bounds(ranges: list[RangeScan]) -> list[tuple[int, int]]:
     return list(zip([0, *ends[:-1]], ends, strict=True))
 
 
-def _scan_parallel(source: Input, reader: JsonFieldReader | CsvFieldReader, result: Scan, processes: int) -> None:
-    cuts = source.cuts(processes)
-    log.info("reading %s in %d processes", source.uri, len(cuts) - 1)
-    _FORKED["scan"] = (source, reader, result.header, cuts)
-    try:
-        outcomes = forked.run_forked(_scan_worker, len(cuts) - 1)
-    finally:
-        _FORKED.pop("scan", None)
-    lines = 0
-    for outcome in outcomes:  # the first error in input order, as a scan in one process meets it
-        if isinstance(outcome, str):
-            raise SplitError(outcome)
-        if isinstance(outcome, tuple):  # (line, reason, file) of the range's first bad record
-            error = LineError(*outcome)
-            raise error if error.part else error.shifted(lines)  # a many-file input numbers lines by file
-        lines += outcome.n_lines
-    _merge(result, outcomes)
-    result.cuts = cuts
-    # The checksum reads the file once more on a thread (hashlib releases the GIL) while the
-    # caller assigns folds; Scan.identify() waits for it.
-    if getattr(source, "checksum", None) is not None:  # one object, hashed as it was fetched
-        result.bytes, result.sha256 = source.checksum
-        return
-    hasher = ThreadPoolExecutor(max_workers=1)
-    result.checksum = hasher.submit(_hash, source)
-    hasher.shutdown(wait=False)
-
-
 def _scan_worker(index: int) -> RangeScan | tuple[int, str, str] | str:
     """A range's scan, or its first error as data (an exception's own arguments may not survive pickling)."""
     source, reader, header, cuts = _FORKED["scan"]
@@ -270,7 +283,7 @@ def _scan_worker(index: int) -> RangeScan | tuple[int, str, str] | str:
         return str(error)
 
 
-def _hash(source: Input) -> tuple[int, str]:
+def checksum(source: Input) -> tuple[int, str]:
     """The stored bytes' count and sha256, as a scan in one process hashes them (``HashingReader``)."""
     digest, size = hashlib.sha256(), 0
     files = [(p, source.mark(p)) for p in source.parts] if isinstance(source, PartedInput) else [(source, b"")]

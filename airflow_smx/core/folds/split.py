@@ -59,7 +59,7 @@ def split_dataset(
         label_codes, group_codes = found.codes.get("label"), found.codes.get("group")
         assignment = assign_folds(cv, found.n_records, label_codes, group_codes, found.values.get("label"))
         found.identify()
-        plan = _plan(spec, cv, folds_uri, found, assignment, assemble_train, final)
+        plan = make_plan(spec, cv, folds_uri, found, assignment, assemble_train, final)
         if write:
             _write_once(source, spec, folds_uri, found, assignment, plan, storage_options)
     return plan
@@ -76,7 +76,7 @@ def _write_once(
 ) -> None:
     """Write the plan's parts, unless ``folds_uri`` holds them already; all of them, or none."""
     fs, folds_path = storage.filesystem(folds_uri, storage_options)
-    if _already_split(fs, folds_path, plan):
+    if already_split(fs, folds_path, plan):
         log.info("%s already holds this split; reusing it", folds_uri)
         return
     storage.remove(fs, [folds_path])  # an earlier, interrupted attempt at this same run
@@ -98,7 +98,7 @@ def _read_plan(fs: Any, folds_path: str) -> FoldPlan:
     return FoldPlan.from_json(storage.read_json(fs, posixpath.join(folds_path, PLAN)))
 
 
-def _already_split(fs: Any, folds_path: str, plan: FoldPlan) -> bool:
+def already_split(fs: Any, folds_path: str, plan: FoldPlan) -> bool:
     if not fs.exists(posixpath.join(folds_path, PLAN)):
         return False
     try:
@@ -112,16 +112,27 @@ def _write(
     fs: Any, folds_path: str, source: Input, spec: InputSpec, found: Scan, assignment: Assignment, plan: FoldPlan
 ) -> None:
     for repeat in range(assignment.n_repeats):
-        targets = {f.index - repeat * plan.n_splits: f.validation for f in plan.folds if f.repeat == repeat}
-        if repeat == 0 and plan.holdout:
-            targets[HOLDOUT] = plan.holdout
-        write_parts(fs, source, found, assignment.folds[repeat], {c: _path(fs, u) for c, u in targets.items()})
+        targets = {code: fs_path(fs, uri) for code, uri in part_targets(plan, repeat).items()}
+        write_parts(fs, source, found, assignment.folds[repeat], targets)
         log.info("wrote the parts of repeat %d of %d", repeat + 1, assignment.n_repeats)
+    write_channels(fs, folds_path, spec, found, plan)
+
+
+def part_targets(plan: FoldPlan, repeat: int) -> dict[int, str]:
+    """Repeat ``repeat``'s parts: fold code (HOLDOUT for the hold-out) -> URI."""
+    targets = {f.index - repeat * plan.n_splits: f.validation for f in plan.folds if f.repeat == repeat}
+    if repeat == 0 and plan.holdout:
+        targets[HOLDOUT] = plan.holdout
+    return targets
+
+
+def write_channels(fs: Any, folds_path: str, spec: InputSpec, found: Scan, plan: FoldPlan) -> None:
+    """What the parts are read through: each fold's train manifest (and file), the header, and the plan, last."""
     for fold in [*plan.folds, *([plan.final] if plan.final else [])]:
         manifest = [{"prefix": plan.prefix + "/"}, *(storage.relative(p, plan.prefix) for p in fold.train_parts)]
-        storage.write_bytes(fs, _path(fs, fold.train_manifest), json.dumps(manifest).encode() + b"\n")
+        storage.write_bytes(fs, fs_path(fs, fold.train_manifest), json.dumps(manifest).encode() + b"\n")
         if fold.train_file:
-            storage.concatenate(fs, _path(fs, fold.train_file), [_path(fs, p) for p in fold.train_parts])
+            storage.concatenate(fs, fs_path(fs, fold.train_file), [fs_path(fs, p) for p in fold.train_parts])
     if found.header is not None:
         storage.write_bytes(
             fs, posixpath.join(folds_path, "header" + _extension(spec.uri, found.format)), found.header + b"\n"
@@ -129,7 +140,7 @@ def _write(
     storage.write_json(fs, posixpath.join(folds_path, PLAN), plan.to_json())
 
 
-def _path(fs: Any, uri: str) -> str:
+def fs_path(fs: Any, uri: str) -> str:
     return fs._strip_protocol(uri)
 
 
@@ -139,7 +150,7 @@ def _extension(uri: str, fmt: str) -> str:
     return ext if ext and len(ext) <= 10 else (".jsonl" if fmt == "jsonl" else ".csv")
 
 
-def _plan(
+def make_plan(
     spec: InputSpec, cv: CVSpec, folds_uri: str, found: Scan, assignment: Assignment, assemble_train: bool, final: bool
 ) -> FoldPlan:
     prefix = folds_uri.rstrip("/")
