@@ -1,6 +1,6 @@
 """Benchmark: the split of an S3 input against a plain parallel download of the same bytes.
 
-    .venv/bin/python bench/s3.py [--records 1000000] [--parts 0]
+    .venv/bin/python bench/s3.py [--records 1000000] [--parts 0] [--repeat 3] [--log]
 
 Starts moto's S3 server (the endpoint the tests use) in its own process, uploads bench/split.py's
 manifest (about 155 bytes a record) as one object (or as --parts part files under a prefix),
@@ -19,6 +19,7 @@ server on this machine, so the ratios, not the seconds, are what carries over to
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import subprocess
@@ -116,6 +117,7 @@ def split(uri: str) -> float:
     from airflow_smx.core.request import CVSpec, InputSpec
 
     started = time.perf_counter()
+    logging.getLogger(__name__).info("split starts")
     split_dataset(
         InputSpec(uri=uri, label="class"),
         CVSpec(strategy="stratified", n_splits=5, random_state=42),
@@ -124,12 +126,17 @@ def split(uri: str) -> float:
     return time.perf_counter() - started
 
 
-def timed(what: str, argument: str) -> float:
+def timed(what: str, argument: str, log: bool = False) -> float:
     run = subprocess.run(
-        [sys.executable, __file__, "--run", what, argument], capture_output=True, text=True, check=False
+        [sys.executable, __file__, "--run", what, argument, *(["--log"] if log else [])],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if run.returncode:
         raise SystemExit(run.stderr)
+    if log:
+        print(run.stderr, end="")
     return float(run.stdout.split()[-1])
 
 
@@ -139,7 +146,12 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=0, help="upload as this many part files (0: one object)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--run", nargs=2, metavar=("WHAT", "ARG"), help=argparse.SUPPRESS)
+    parser.add_argument("--log", action="store_true", help="print the split's log, ms since its process started")
     args = parser.parse_args()
+    if args.run and args.log:
+        logging.basicConfig(level=logging.INFO, format="%(relativeCreated)6.0f ms %(name)s: %(message)s")
+        for noisy in ("botocore", "aiobotocore", "s3fs"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.run:
         what, argument = args.run
         measure = {
@@ -171,7 +183,7 @@ def main() -> None:
         ratios = []
         for attempt in range(args.repeat):
             fetched, put = timed("download", keys), timed("upload", ",".join(map(str, files)))
-            splitted = timed("split", uri)
+            splitted = timed("split", uri, args.log)
             ratios.append((splitted / fetched, splitted / (fetched + put)))
             print(
                 f"{attempt + 1:<5}{fetched:>11.2f}{put:>9.2f}{splitted:>9.2f}{ratios[-1][0]:>10.2f}{ratios[-1][1]:>11.2f}",
