@@ -226,3 +226,22 @@ def test_a_file_whose_header_differs_is_named_by_any_process(tmp_path):
     for workers in (2, 3):
         with pytest.raises(SplitError, match=rf"{other.as_uri()} line 1: the CSV header differs from the first file's"):
             split_dataset(spec, CVSpec(), (tmp_path / "o").as_uri(), workers=workers)
+
+
+def test_a_run_of_files_holding_only_the_first_folds_still_writes_every_part(tmp_path):
+    """A host of a several-instance split writes only its run's records: unshuffled, its run may
+    hold fold 0 alone. The write in several processes must still give every part (empty ones too)."""
+    from airflow_smx.core import storage
+    from airflow_smx.core.folds.scan import scan
+    from airflow_smx.core.folds.write import write_parts as write_fold_parts
+
+    lines = csv_lines(make_records(300, seed=3))
+    write_parts(tmp_path / "in", lines, 4, header=None)
+    source = open_input((tmp_path / "in").as_uri() + "/")
+    found = scan(source, InputSpec(uri=(tmp_path / "in").as_uri() + "/", label=1), workers=2)
+    assert found.cuts is not None  # the write below runs in processes too
+    targets = {code: str(tmp_path / f"part{code}") for code in (-1, 0, 1, 2)}
+    local, _ = storage.filesystem("file:///")
+    write_fold_parts(local, source, found, np.zeros(found.n_records, dtype=np.int8), targets)
+    assert Path(targets[0]).read_bytes() == b"".join(line + b"\n" for line in lines)
+    assert [Path(targets[code]).read_bytes() for code in (-1, 1, 2)] == [b"", b"", b""]

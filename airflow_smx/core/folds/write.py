@@ -95,7 +95,8 @@ def _by_fold(records: list[bytes], codes: np.ndarray) -> Iterator[tuple[int, byt
 
 def _write_parallel(fs: Any, source: Input, found: Scan, folds: np.ndarray, targets: dict[int, str]) -> None:
     codes = sorted(targets)
-    slot = np.full(folds.max() + 2, -1, dtype=np.int64)  # fold code + 1 -> column in the size table
+    # fold code + 1 -> column in the size table; a run of a sharded split may lack the highest codes
+    slot = np.full(max(max(codes), int(folds.max(initial=-1))) + 2, -1, dtype=np.int64)
     slot[np.array(codes) + 1] = np.arange(len(codes))
     bounds = np.cumsum([0, *found.range_records])
     sizes = np.zeros((len(found.range_records), len(codes)), dtype=np.int64)
