@@ -215,7 +215,11 @@ class FakeSageMaker:
         hosts = [f"algo-{i + 1}" for i in range(cluster["InstanceCount"])]
         with tempfile.TemporaryDirectory() as scratch:
             running = [self._start_instance(job, arguments, Path(scratch) / host, host, hosts) for host in hosts]
-            codes = [process.wait(timeout=600) for process, _ in running]
+            try:
+                codes = [process.wait(timeout=300) for process, _ in running]
+            finally:  # a host waiting in vain for another fails the test, not hangs it
+                for process, _ in running:
+                    process.kill()
             logs = [f"[{host}]\n{log.read_text()}" for host, (_, log) in zip(hosts, running, strict=True)]
         self.processing_logs[job.processing_job_name] = "\n".join(logs)
         if job.processing_job_status != "InProgress":  # stopped meanwhile

@@ -327,6 +327,17 @@ def test_several_instances_split_a_many_file_input_as_one_machine_does(offload_s
         assert theirs[key] == ours[key].replace(b"here/folds", f"out/{run['cv_run_id']}/folds".encode()), key
     assert not objects(s3, f"out/{run['cv_run_id']}/split/work/")  # the hosts' messages are cleared away
 
+    with pytest.raises(TaskDeferred) as cleared:  # a clear splits again; the folds in place are this split
+        split_task().execute(Context(run, try_number=5, retries=7))
+    again = cleared.value.trigger.job_name
+    sagemaker.run_locally(sagemaker.backend.processing_jobs[again])  # every host ends (none waits in vain)
+    log = sagemaker.processing_logs[again]
+    assert sagemaker.backend.processing_jobs[again].processing_job_status == "Completed", log
+    assert "already holds this split; reusing it" in log, log
+    assert split_task().execute_complete(Context(run), {"status": "success"}) == folds
+    assert objects(s3, f"out/{run['cv_run_id']}/folds/") == theirs
+    assert not objects(s3, f"out/{run['cv_run_id']}/split/work/")
+
 
 def test_a_bad_line_any_instance_meets_fails_the_split_naming_it(offload_settings, sagemaker, s3, monkeypatch):
     monkeypatch.setenv("AIRFLOW__SMX__SPLIT_INSTANCE_COUNT", "3")

@@ -101,12 +101,13 @@ class SplitOrder:
         except SplitError as error:
             raise AirflowFailException(f"cannot split: {error}") from None
 
-    def document(self) -> dict[str, Any]:
+    def document(self, attempt: str) -> dict[str, Any]:
         return offloaded.document(
             self.request.input,
             self.request.cv,
             self.folds_uri,
             self.split_uri,
+            attempt,
             assemble_train=self.request.channels.train.needs_single_object,
             final=self.request.refit,
         )
@@ -240,8 +241,9 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
     def _start(self, order: SplitOrder, number: int, stored: Stored) -> str:
         fs, path = storage.filesystem(order.split_uri, order.options)
         storage.remove(fs, [path])  # an earlier attempt's document and error
-        storage.write_json(fs, f"{path}/request/{offloaded.DOCUMENT.rsplit('/', 1)[1]}", order.document())
         config = {**self.config, "ProcessingJobName": attempt_name(self.config["ProcessingJobName"], number)}
+        document = order.document(config["ProcessingJobName"])
+        storage.write_json(fs, f"{path}/request/{offloaded.DOCUMENT.rsplit('/', 1)[1]}", document)
         cluster = config["ProcessingResources"]["ClusterConfig"]
         self.log.info(
             "Splitting %s (%d MB in %d files) in SageMaker Processing job %s on %d x %s",
@@ -305,6 +307,8 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
 
     def _finish(self, order: SplitOrder, description: dict[str, Any]) -> list[dict[str, Any]]:
         name, status = description["ProcessingJobName"], description["ProcessingJobStatus"]
+        fs, path = storage.filesystem(order.split_uri, order.options)
+        storage.remove(fs, [f"{path}/{offloaded.WORK}"])  # what a failed job of several instances left
         if status == "Completed":
             plan = self._plan(order)
             if plan is None:

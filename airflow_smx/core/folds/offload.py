@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shlex
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -43,6 +44,7 @@ PACKAGE = "airflow-smx"
 # What the split imports (not Airflow): numpy and scikit-learn (and scipy under it) decide the folds
 PINNED = ("numpy", "scipy", "scikit-learn", "msgspec", "pydantic", "fsspec", "s3fs")
 ERROR_FILE = "split_error.txt"
+WORK = "work"  # a job of several instances: their messages and segments, one folder per attempt
 VOLUME_MIN_GB = 30
 VOLUME_PER_INPUT = 2.5  # the fetched copy, the parts written before upload, and room for the rest
 
@@ -59,19 +61,27 @@ def versions() -> dict[str, str]:
 
 
 def document(
-    spec: InputSpec, cv: CVSpec, folds_uri: str, split_uri: str, *, assemble_train: bool, final: bool
+    spec: InputSpec,
+    cv: CVSpec,
+    folds_uri: str,
+    split_uri: str,
+    attempt: str,
+    *,
+    assemble_train: bool,
+    final: bool,
 ) -> dict[str, Any]:
     """What the job splits, and how: ``split_dataset``'s arguments, and the versions it needs.
 
-    :param split_uri: the attempt's own folder: a bad input's error (:data:`ERROR_FILE`) and, for
-        a job of several instances, their messages (``work/``)
+    :param split_uri: the run's split folder: a bad input's error (:data:`ERROR_FILE`) and, for
+        a job of several instances, their messages (``work/{attempt}/``)
+    :param attempt: the job's name
     """
     return {
         "input": spec.model_dump(mode="json"),
         "cv": cv.model_dump(mode="json"),
         "folds_uri": folds_uri,
         "error_uri": storage.join(split_uri, ERROR_FILE),
-        "work_uri": storage.join(split_uri, "work"),
+        "work_uri": storage.join(split_uri, WORK, attempt),
         "assemble_train": assemble_train,
         "final": final,
         "versions": versions(),
@@ -171,7 +181,7 @@ def run(document_path: str) -> int:
     if problems:
         log.error("the job's packages differ from the worker's, so would its folds: %s", "; ".join(problems))
         return 2
-    host = Host.of_job(str(Path(document_path).parents[3] / "config" / "resourceconfig.json"))
+    host = Host.of_job(Path(document_path).parents[3])  # /opt/ml, wherever a test harness puts it
     spec, cv = InputSpec.model_validate(job["input"]), CVSpec.model_validate(job["cv"])
     options = {"assemble_train": job["assemble_train"], "final": job["final"], "workers": cpu_count()}
     try:
@@ -193,4 +203,10 @@ def run(document_path: str) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    sys.exit(run(sys.argv[1]))
+    code = run(sys.argv[1])
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # without waiting for threads still reading: a split that failed early must not spend the
+    # job's hours hashing the rest of the input before the container can exit
+    os._exit(code)

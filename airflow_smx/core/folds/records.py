@@ -203,6 +203,10 @@ MAX_PARTS = 10_000  # files one input may have (a listing beyond is a wrong pref
 HIDDEN = ("_", ".")  # names Spark and Hadoop give markers and checksums (_SUCCESS, .part.crc)
 
 
+def no_records(uri: str) -> SplitError:
+    return SplitError(f"input.uri: {uri} holds no records (empty, or only blank lines)")
+
+
 def open_input(uri: str, compression: str = "auto", storage_options: dict[str, Any] | None = None) -> Any:
     """The input at ``uri``: one file, or every file under a prefix (a ``uri`` ending in ``/``)."""
     if uri.endswith("/"):

@@ -32,6 +32,7 @@ from airflow_smx.core.folds.records import (
     SplitError,
     compact_table,
     detect_format,
+    no_records,
     parse_csv_value,
     resolve_columns,
 )
@@ -145,7 +146,7 @@ def scan(source: Input, spec: InputSpec, workers: int | None = None) -> Scan:
     else:  # read once more on a thread (hashlib releases the GIL) while the caller assigns folds
         result.checksum = in_background(checksum, source)
     if result.n_records == 0:
-        raise SplitError(f"input.uri: {source.uri} holds no records (empty, or only blank lines)")
+        raise no_records(source.uri)
     return result
 
 
@@ -153,7 +154,7 @@ def begin_scan(source: Input, spec: InputSpec) -> tuple[Scan, JsonFieldReader | 
     """The format and header the input's first record decides, and the reader of its fields."""
     first = source.first_record()
     if first is None:
-        raise SplitError(f"input.uri: {source.uri} holds no records (empty, or only blank lines)")
+        raise no_records(source.uri)
     fmt = spec.format if spec.format != "auto" else detect_format(source.sample_uri, first)
     header = first if spec.csv_header and fmt == "csv" else None
     fields = {role: key for role, key in (("label", spec.label), ("group", spec.group)) if key is not None}

@@ -16,18 +16,22 @@ input's numbering and, in every part, one stretch of bytes. Then:
 So the plan and the parts are byte for byte those of :func:`split_dataset` on one machine, and
 the folds land whole or not at all. The hosts talk through files in the attempt's own work
 folder, JSON and ``.npy`` only (nothing is unpickled: the bucket may be writable by others);
-each waits for the others' files. A host that fails fails the job, which SageMaker then stops,
-as it does one that outlives its MaxRuntimeInSeconds.
+each waits for the others' files, and every outcome is published, failures too, so that none
+waits in vain: the input's first error ends the job with that error, another failure ends it
+failed. Every host checks that it listed the same files as the first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import logging
 import posixpath
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +39,7 @@ import numpy as np
 from airflow_smx.core import storage
 from airflow_smx.core.folds.assign import assign_folds
 from airflow_smx.core.folds.plan import FoldPlan
-from airflow_smx.core.folds.records import PartedInput, SplitError, open_input
+from airflow_smx.core.folds.records import PartedInput, SplitError, no_records, open_input
 from airflow_smx.core.folds.scan import (
     RangeScan,
     Scan,
@@ -53,7 +57,7 @@ from airflow_smx.core.request import CVSpec, InputSpec
 
 log = logging.getLogger(__name__)
 
-RESOURCE_CONFIG = "/opt/ml/config/resourceconfig.json"  # where SageMaker tells a job's container its hosts
+RESOURCE_CONFIG = "config/resourceconfig.json"  # under /opt/ml: where SageMaker tells a container its hosts
 POLL_SECONDS = 2.0
 
 
@@ -65,10 +69,11 @@ class Host:
     count: int
 
     @classmethod
-    def of_job(cls, config_path: str = RESOURCE_CONFIG) -> Host:
-        """From SageMaker's resource config; one host where there is none (a job of one instance)."""
+    def of_job(cls, ml_root: Path) -> Host:
+        """From SageMaker's resource config under the container's ``/opt/ml`` (``ml_root``); one
+        host where there is none (a job of one instance)."""
         try:
-            with open(config_path, encoding="utf-8") as handle:
+            with (ml_root / RESOURCE_CONFIG).open(encoding="utf-8") as handle:
                 config = json.load(handle)
         except FileNotFoundError:
             return cls(0, 1)
@@ -135,55 +140,109 @@ def split_sharded(
         host met it
     """
     shared = Shared(*storage.filesystem(work_uri, storage_options))
-    try:
-        whole = open_input(spec.uri, spec.compression, storage_options)
+    job = Job(spec, cv, folds_uri, assemble_train, final, workers, storage_options)
+    if host.leads:
+        return _lead(shared, host, job)
+    _follow(shared, host, job)
+    return None
+
+
+@dataclass
+class Job:
+    """What the document asks, as every host reads it."""
+
+    spec: InputSpec
+    cv: CVSpec
+    folds_uri: str
+    assemble_train: bool
+    final: bool
+    workers: int | None
+    storage_options: dict[str, Any] | None
+
+
+@dataclass
+class Share:
+    """The input as this host listed it, and its run of files."""
+
+    whole: PartedInput
+    listing: str  # a digest of the listing: every host must have cut the same files
+    template: Scan  # format and header, from the input's first record
+    reader: Any
+    cuts: list[int]
+
+    @classmethod
+    def of(cls, job: Job, count: int) -> Share:
+        whole = open_input(job.spec.uri, job.spec.compression, job.storage_options)
         if not isinstance(whole, PartedInput):
-            raise SplitError(f"input.uri: {spec.uri} is one file; only a prefix of files is split by several hosts")
-        template, reader = begin_scan(whole, spec)
-        cuts = whole.cuts(host.count)
-    except SplitError as error:  # every host meets it alike, but the first host reports what the others say
-        if host.leads:
-            raise
-        shared.publish(f"scan-{host.index:05d}.json", {"error": str(error)})
-        return None
-    runs = len(cuts) - 1
-    if host.index >= runs:
-        log.info("host %d of %d: fewer runs of files (%d) than hosts: nothing to do", host.index + 1, host.count, runs)
-        return None
-    hashed = in_background(checksum, whole) if host.leads else None
-    with staged(whole.run(cuts[host.index], cuts[host.index + 1])) as run:
-        if not host.leads:
-            mine = _scan_run(shared, host, run, reader, template, workers)
-            go = shared.wait_for("plan.json")
-            if mine is not None and "plan" in go:
-                _write_segments(shared, host, run, mine, go)
-            return None
+            raise SplitError(f"input.uri: {job.spec.uri} is one file; only a prefix of files is split by several hosts")
+        template, reader = begin_scan(whole, job.spec)
+        listing = hashlib.sha256(json.dumps(whole.opened_as).encode()).hexdigest()
+        return cls(whole, listing, template, reader, whole.cuts(count))
+
+    @property
+    def runs(self) -> int:
+        return len(self.cuts) - 1
+
+    def run(self, index: int) -> PartedInput:
+        return self.whole.run(self.cuts[index], self.cuts[index + 1])
+
+
+def _outcome(error: BaseException) -> dict[str, str]:
+    """A failure as a message: the input's fault (reported to the user), or anything else."""
+    return {"error": str(error)} if isinstance(error, SplitError) else {"failed": f"{error!r}"}
+
+
+def _raise(message: dict[str, Any], host: int) -> None:
+    if "error" in message:
+        raise SplitError(message["error"])
+    if "failed" in message:
+        raise RuntimeError(f"host {host + 1} failed: {message['failed']}")
+
+
+def _follow(shared: Shared, host: Host, job: Job) -> None:
+    """Every host but the first: scan its run, publish it, then write its segments as told.
+    Whatever fails is published too, so that the first host never waits for a message in vain."""
+    scanned, written = f"scan-{host.index:05d}", f"written-{host.index:05d}.json"
+    with contextlib.ExitStack() as stack:
         try:
-            mine = _scan_run(shared, host, run, reader, template, workers)
-        except SplitError as error:  # the first run's first error is the input's: the others stop
-            shared.publish("plan.json", {"error": str(error)})
+            share = Share.of(job, host.count)
+            if host.index >= share.runs:  # fewer runs (files) than hosts
+                shared.publish(f"{scanned}.json", {"listing": share.listing, "ranges": []})
+                return
+            run = stack.enter_context(staged(share.run(host.index)))
+            mine = _scan_run(shared, scanned, run, share, job.workers)
+        except BaseException as error:
+            if _published_failure(shared, f"{scanned}.json", error):
+                return
             raise
-        options = {"assemble_train": assemble_train, "final": final, "storage_options": storage_options}
-        return _lead(shared, whole, run, mine, template, runs, hashed, spec, cv, folds_uri, **options)
+        go = shared.wait_for("plan.json")
+        if "plan" in go:
+            try:
+                _write_segments(shared, host.index, run, mine, go)
+            except BaseException as error:
+                if _published_failure(shared, written, error):
+                    return
+                raise
+        if "plan" in go or "reuse" in go:  # the first host clears the work folder once all have said so
+            shared.publish(written, {})
 
 
-def _scan_run(
-    shared: Shared, host: Host, run: PartedInput, reader: Any, template: Scan, workers: int | None
-) -> Scan | None:
-    """Scan this host's run and publish its ranges; this host's own view of them (for its write),
-    or None if the run holds the input's error (published in its stead)."""
-    name = f"scan-{host.index:05d}"
-    try:
-        ranges, cuts = scan_ranges(run, reader, template.header, processes_for(run, workers))
-    except SplitError as error:
-        shared.publish(f"{name}.json", {"error": str(error)})
-        if host.leads:
-            raise
-        return None
+def _published_failure(shared: Shared, name: str, error: BaseException) -> bool:
+    """Publish ``error`` as ``name``; whether it is the input's (the first host reports it, this
+    host ends well) rather than a failure of this host (which ends the job)."""
+    shared.publish(name, _outcome(error))
+    return isinstance(error, SplitError)
+
+
+def _scan_run(shared: Shared, name: str, run: PartedInput, share: Share, workers: int | None) -> Scan:
+    """Scan this host's run and publish its ranges; this host's own view of them, for its write."""
+    ranges, cuts = scan_ranges(run, share.reader, share.template.header, processes_for(run, workers))
     for r, found in enumerate(ranges):
         for role, codes in found.codes.items():
             shared.save_array(f"{name}-{r}-{role}.npy", codes)
-    shared.publish(f"{name}.json", {"ranges": [_range_summary(found) for found in ranges]})
+    summaries = [_range_summary(found) for found in ranges]
+    shared.publish(f"{name}.json", {"listing": share.listing, "ranges": summaries})
+    template = share.template
     mine = Scan(format=template.format, compression=run.compression, header=template.header, files=len(run.parts))
     merge(mine, ranges)
     mine.cuts = cuts
@@ -201,101 +260,107 @@ def _range_summary(found: RangeScan) -> dict[str, Any]:
     }
 
 
-def _gather(shared: Shared, runs: int) -> list[RangeScan]:
-    """Every run's ranges, in key order; the first error in key order is raised."""
-    gathered = []
-    for index in range(runs):
+def _gather(shared: Shared, share: Share) -> tuple[list[RangeScan], list[int]]:
+    """Every run's ranges in key order, and each run's record count; the first error in key
+    order is raised, as is a host that listed other files than this one."""
+    gathered, counts = [], []
+    for index in range(share.runs):
         name = f"scan-{index:05d}"
         message = shared.wait_for(f"{name}.json")
-        if "error" in message:
-            raise SplitError(message["error"])
+        _raise(message, index)
+        if message["listing"] != share.listing:
+            raise SplitError(f"input.uri: {share.whole.uri} changed while it was being split; run the split again")
         for r, summary in enumerate(message["ranges"]):
             codes = {role: shared.load_array(f"{name}-{r}-{role}.npy") for role in summary["values"]}
             gathered.append(RangeScan(codes=codes, lengths=None, **summary))
-    return gathered
+        counts.append(sum(summary["n_records"] for summary in message["ranges"]))
+    return gathered, counts
 
 
-def _lead(
-    shared: Shared,
-    whole: PartedInput,
-    run: PartedInput,
-    mine: Scan,
-    found: Scan,
-    runs: int,
-    hashed: Any,
-    spec: InputSpec,
-    cv: CVSpec,
-    folds_uri: str,
-    *,
-    assemble_train: bool,
-    final: bool,
-    storage_options: dict[str, Any] | None,
-) -> FoldPlan:
-    """The first host's part: merge, assign, plan; then its own segments; then join them all."""
-    out_fs, folds_path = storage.filesystem(folds_uri, storage_options)
+def _lead(shared: Shared, host: Host, job: Job) -> FoldPlan:
+    """The first host: its own run as the others do theirs; then merge, assign and plan; then the
+    segments of all joined into the parts. Until the plan is published, a failure is published
+    instead (the others stop); after it, the folds written so far are removed."""
+    out_fs, folds_path = storage.filesystem(job.folds_uri, job.storage_options)
+    published = False
     try:
-        merge(found, _gather(shared, runs))
-        if found.n_records == 0:
-            raise SplitError(f"input.uri: {whole.uri} holds no records (empty, or only blank lines)")
-        labels, groups = found.codes.get("label"), found.codes.get("group")
-        assignment = assign_folds(cv, found.n_records, labels, groups, found.values.get("label"))
-        found.bytes, found.sha256 = hashed.result()
-        plan = make_plan(spec, cv, folds_uri, found, assignment, assemble_train, final)
-    except SplitError as error:
-        shared.publish("plan.json", {"error": str(error)})
-        raise
-    if already_split(out_fs, folds_path, plan):
-        log.info("%s already holds this split; reusing it", folds_uri)
-        shared.publish("plan.json", {"reuse": True})
-        storage.remove(shared.fs, [shared.path])  # the others read nothing after it
-        return plan
-    storage.remove(out_fs, [folds_path])  # an earlier, interrupted attempt at this same run
-    try:
-        shared.save_array("folds.npy", assignment.folds)
-        starts = np.cumsum([0, *_records_per_run(shared, runs)]).tolist()
-        shared.publish("plan.json", {"plan": plan.to_json(), "starts": starts})
-        _write_segments(shared, Host(0, runs), run, mine, {"plan": plan.to_json(), "starts": starts})
-        for index in range(1, runs):
-            written = shared.wait_for(f"written-{index:05d}.json")
-            if "error" in written:
-                raise SplitError(written["error"])
-        _join(shared, out_fs, plan, runs)
-        write_channels(out_fs, folds_path, spec, found, plan)
-        if whole.fingerprint() != whole.opened_as:
-            raise SplitError(f"input.uri: {spec.uri} changed while it was being split; run the split again")
-    except BaseException:
-        storage.remove(out_fs, [folds_path])
+        share = Share.of(job, host.count)
+        hashed = in_background(checksum, share.whole)  # the whole input, read while the hosts scan
+        with staged(share.run(0)) as run:
+            mine = _scan_run(shared, "scan-00000", run, share, job.workers)
+            found, (ranges, counts) = share.template, _gather(shared, share)
+            merge(found, ranges)
+            if found.n_records == 0:
+                raise no_records(job.spec.uri)
+            labels, groups = found.codes.get("label"), found.codes.get("group")
+            assignment = assign_folds(job.cv, found.n_records, labels, groups, found.values.get("label"))
+            found.bytes, found.sha256 = hashed.result()
+            plan = make_plan(job.spec, job.cv, job.folds_uri, found, assignment, job.assemble_train, job.final)
+            if already_split(out_fs, folds_path, plan):
+                log.info("%s already holds this split; reusing it", job.folds_uri)
+                shared.publish("plan.json", {"reuse": True})
+                published = True
+                _all_written(shared, share.runs)
+            else:
+                storage.remove(out_fs, [folds_path])  # an earlier, interrupted attempt at this same run
+                shared.save_array("folds.npy", assignment.folds)
+                go = {"plan": plan.to_json(), "starts": np.cumsum([0, *counts]).tolist()}
+                shared.publish("plan.json", go)
+                published = True
+                _write_all(shared, out_fs, folds_path, share, run, mine, go, job, found)
+    except BaseException as error:
+        if not published:
+            shared.publish("plan.json", _outcome(error))
         raise
     storage.remove(shared.fs, [shared.path])
     return plan
 
 
-def _records_per_run(shared: Shared, runs: int) -> list[int]:
-    return [sum(r["n_records"] for r in shared.wait_for(f"scan-{index:05d}.json")["ranges"]) for index in range(runs)]
+def _write_all(
+    shared: Shared,
+    out_fs: Any,
+    folds_path: str,
+    share: Share,
+    run: PartedInput,
+    mine: Scan,
+    go: dict[str, Any],
+    job: Job,
+    found: Scan,
+) -> None:
+    """This host's segments, then (once every host has written its own) the parts and channels;
+    all of them, or none."""
+    plan = FoldPlan.from_json(go["plan"])
+    try:
+        _write_segments(shared, 0, run, mine, go)
+        _all_written(shared, share.runs)
+        _join(shared, out_fs, plan, share.runs)
+        write_channels(out_fs, folds_path, job.spec, found, plan)
+        if share.whole.fingerprint() != share.whole.opened_as:
+            raise SplitError(f"input.uri: {job.spec.uri} changed while it was being split; run the split again")
+    except BaseException:
+        storage.remove(out_fs, [folds_path])
+        raise
+
+
+def _all_written(shared: Shared, runs: int) -> None:
+    for index in range(1, runs):
+        _raise(shared.wait_for(f"written-{index:05d}.json"), index)
 
 
 def _segment(shared: Shared, repeat: int, code: int, index: int) -> str:
     return shared.join("segments", str(repeat), str(code), f"{index:05d}")
 
 
-def _write_segments(shared: Shared, host: Host, run: PartedInput, mine: Scan, go: dict[str, Any]) -> None:
-    """This run's records of every part, each part's as one segment; then say so."""
+def _write_segments(shared: Shared, index: int, run: PartedInput, mine: Scan, go: dict[str, Any]) -> None:
+    """Run ``index``'s records of every part, each part's as one segment."""
     plan = FoldPlan.from_json(go["plan"])
-    start, end = go["starts"][host.index], go["starts"][host.index + 1]
+    start, end = go["starts"][index], go["starts"][index + 1]
     folds = shared.load_array("folds.npy")[:, start:end]
-    try:
-        if folds.shape[1] != mine.n_records:
-            raise SplitError(f"input.uri: {plan.input['uri']} changed while it was being split; run the split again")
-        for repeat in range(plan.n_repeats):
-            targets = {code: _segment(shared, repeat, code, host.index) for code in part_targets(plan, repeat)}
-            write_parts(shared.fs, run, mine, np.ascontiguousarray(folds[repeat]), targets)
-    except SplitError as error:
-        if host.leads:
-            raise
-        shared.publish(f"written-{host.index:05d}.json", {"error": str(error)})
-        return
-    if not host.leads:
-        shared.publish(f"written-{host.index:05d}.json", {})
+    if folds.shape[1] != mine.n_records:
+        raise SplitError(f"input.uri: {plan.input['uri']} changed while it was being split; run the split again")
+    for repeat in range(plan.n_repeats):
+        targets = {code: _segment(shared, repeat, code, index) for code in part_targets(plan, repeat)}
+        write_parts(shared.fs, run, mine, np.ascontiguousarray(folds[repeat]), targets)
 
 
 def _join(shared: Shared, out_fs: Any, plan: FoldPlan, runs: int) -> None:
