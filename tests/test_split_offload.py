@@ -109,13 +109,17 @@ class Context(dict):
 def checked_run(s3) -> dict:
     from airflow_smx.core.request import parse_request
 
-    request = parse_request(conf(cv={"strategy": "kfold", "n_splits": 3}))
     body = "".join(json.dumps({"class": f"c{i % 3}"}) + "\n" for i in range(60))
     s3.put_object(Bucket="bucket", Key="data/train.jsonl", Body=body.encode())
+    return checked(parse_request(conf(cv={"strategy": "kfold", "n_splits": 3})), "iris-xgboost-20261202-120000-abcdef")
+
+
+def checked(request, cv_run_id: str) -> dict:
+    """check_request's result for ``request``, as the split task reads it."""
     return {
         "request": request.model_dump(mode="json"),
         "original": {},
-        "cv_run_id": "iris-xgboost-20261202-120000-abcdef",
+        "cv_run_id": cv_run_id,
         "key": "abcdef",
         "when": "2026-12-02T12:00:00+00:00",
         "run_id": "manual__1",
@@ -204,7 +208,7 @@ def test_a_clear_waits_for_a_stopping_split_job_before_it_starts_the_next(offloa
 
 def test_a_refused_create_fails_only_the_try_and_its_retry_creates(offload_settings, sagemaker):
     sagemaker.refuse_creates = 1  # ResourceLimitExceeded: the account's instances are busy for now
-    with pytest.raises(AirflowException, match="ResourceLimitExceeded creating the split's Processing job") as refused:
+    with pytest.raises(AirflowException, match="ResourceLimitExceeded creating the split's job") as refused:
         split_task().execute(Context(offload_settings))
     assert not isinstance(refused.value, AirflowFailException)  # the task's retries are for this
     with pytest.raises(TaskDeferred) as retried:
@@ -285,15 +289,7 @@ def parted_run(s3, uri: str, n_parts: int, records: int = 900, **cv) -> dict:
             Body=gzip.compress(body) if gz else body,
         )
     spec = {"uri": uri, "label": "class", "group": "patient", "csv_header": True}
-    request = parse_request(conf(input=spec, cv=cv, refit=True))
-    return {
-        "request": request.model_dump(mode="json"),
-        "original": {},
-        "cv_run_id": "parts-20261202-120000-abcdef",
-        "key": "abcdef",
-        "when": "2026-12-02T12:00:00+00:00",
-        "run_id": "manual__1",
-    }
+    return checked(parse_request(conf(input=spec, cv=cv, refit=True)), "parts-20261202-120000-abcdef")
 
 
 def test_several_instances_split_a_many_file_input_as_one_machine_does(offload_settings, sagemaker, s3, monkeypatch):

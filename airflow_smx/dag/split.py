@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerProcessingOperator
-from botocore.exceptions import ClientError
 
 from airflow_smx import settings
 from airflow_smx.backends import backend
@@ -34,7 +33,7 @@ from airflow_smx.core.job_requests import CREATED_BY, RUN_TAG, fold_training_con
 from airflow_smx.core.naming import attempt_name, split_job_name, trial_name
 from airflow_smx.core.request import CVRequest
 from airflow_smx.hooks.s3fs_options import storage_options_for
-from airflow_smx.hooks.sagemaker import RETRYABLE_CREATE_ERRORS, CrossValidationSageMakerHook, error_code
+from airflow_smx.hooks.sagemaker import CrossValidationSageMakerHook, created
 from airflow_smx.links.sagemaker import SageMakerProcessingJobLink, SageMakerProcessingLogsLink
 from airflow_smx.operators import fresh_try
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
@@ -254,14 +253,7 @@ class SplitDatasetOperator(SageMakerProcessingOperator):
             cluster["InstanceCount"],
             cluster["InstanceType"],
         )
-        try:
-            self.hook.create_processing_job(config, wait_for_completion=False)
-        except ClientError as error:
-            code = error_code(error)
-            if code in RETRYABLE_CREATE_ERRORS:  # fail this try only: its retry, after a backoff, creates
-                raise AirflowException(f"{code} creating the split's Processing job: {error}") from None
-            if code != "ResourceInUse":
-                raise
+        if not created(lambda: self.hook.create_processing_job(config, wait_for_completion=False), "the split's job"):
             # a racing try of this task created it (the name holds the run's key): wait for that one
             self.log.info("Processing job %s exists already; waiting for it", config["ProcessingJobName"])
         return config["ProcessingJobName"]

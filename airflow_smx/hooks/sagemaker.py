@@ -8,6 +8,7 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 from botocore.exceptions import ClientError
 
+from airflow_smx.compat import AirflowException
 from airflow_smx.core.attempts import Attempt, find_attempts
 
 # SageMaker answers ValidationException "Requested resource not found" for a missing training job
@@ -18,6 +19,24 @@ RETRYABLE_CREATE_ERRORS = {"ThrottlingException", "ResourceLimitExceeded"}
 
 def error_code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
+
+
+def created(create: Callable[[], Any], what: str) -> bool:
+    """Call ``create`` (a Create*Job); False if a job of that name exists already (ResourceInUse).
+
+    A throttled or limit-refused create fails this try only (``AirflowException``, not final): the
+    task's retry, after its backoff, creates again.
+    """
+    try:
+        create()
+    except ClientError as error:
+        code = error_code(error)
+        if code in RETRYABLE_CREATE_ERRORS:
+            raise AirflowException(f"{code} creating {what}: {error}") from None
+        if code != "ResourceInUse":
+            raise
+        return False
+    return True
 
 
 def already_ended(error: ClientError) -> bool:

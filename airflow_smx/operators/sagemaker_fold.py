@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
-from botocore.exceptions import ClientError
 
 from airflow_smx.compat import TRIGGER_FAIL, AirflowException, AirflowFailException, deferral_timed_out
 from airflow_smx.core.attempts import (
@@ -27,7 +26,7 @@ from airflow_smx.core.attempts import (
 )
 from airflow_smx.core.job_requests import RUN_TAG, SAGEMAKER_DEFAULT_RUNTIME
 from airflow_smx.core.results import clean_description
-from airflow_smx.hooks.sagemaker import RETRYABLE_CREATE_ERRORS, CrossValidationSageMakerHook, error_code
+from airflow_smx.hooks.sagemaker import CrossValidationSageMakerHook, created
 from airflow_smx.links.sagemaker import SageMakerTrainingJobLink, SageMakerTrainingLogsLink
 from airflow_smx.operators import fresh_try
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
@@ -171,18 +170,12 @@ class SageMakerFoldTrainingOperator(SageMakerTrainingOperator):
         config = attempt_config(self.config, number)
         name = config["TrainingJobName"]
         self.log.info("Fold %d: creating training job %s (attempt %d)", self.fold, name, number)
-        try:
-            self.hook.create_training_job(config, wait_for_completion=False, print_log=False)
-        except ClientError as error:
-            code = error_code(error)
-            if code in RETRYABLE_CREATE_ERRORS:  # fail this try only: its retry, after a backoff, creates
-                raise AirflowException(f"Fold {self.fold}: {code} creating {name}: {error}") from None
-            if code != "ResourceInUse":
-                raise
+        create = lambda: self.hook.create_training_job(config, wait_for_completion=False, print_log=False)  # noqa: E731
+        if not created(create, f"fold {self.fold}'s {name}"):
             # the name is taken: adopt the job only if it is this fold's, of this run and these folds
             latest = self._latest()
             if latest is None or latest.name != name or not latest.of_folds(self.folds):
-                raise AirflowException(f"Fold {self.fold}: {name} exists but is not this fold's attempt") from None
+                raise AirflowException(f"Fold {self.fold}: {name} exists but is not this fold's attempt")
             return latest.description
         description = self.hook.describe_training_job_or_none(name)
         if description is None:
