@@ -94,12 +94,12 @@ class Shared:
 
     def publish(self, name: str, message: dict[str, Any]) -> None:
         """Write ``name`` whole or not at all (an S3 PUT is; a local file is renamed into place)."""
-        target = posixpath.join(self.path, name)
+        target = self.join(name)
         storage.write_bytes(self.fs, target + ".partial", json.dumps(message).encode())
         self.fs.mv(target + ".partial", target)
 
     def wait_for(self, name: str) -> dict[str, Any]:
-        target = posixpath.join(self.path, name)
+        target = self.join(name)
         while True:
             self.fs.invalidate_cache()  # a listing cached by s3fs would hide the file for good
             if self.fs.exists(target):
@@ -109,10 +109,10 @@ class Shared:
     def save_array(self, name: str, array: np.ndarray) -> None:
         buffer = io.BytesIO()
         np.save(buffer, array, allow_pickle=False)
-        storage.write_bytes(self.fs, posixpath.join(self.path, name), buffer.getvalue())
+        storage.write_bytes(self.fs, self.join(name), buffer.getvalue())
 
     def load_array(self, name: str) -> np.ndarray:
-        return np.load(io.BytesIO(self.fs.cat_file(posixpath.join(self.path, name))), allow_pickle=False)
+        return np.load(io.BytesIO(self.fs.cat_file(self.join(name))), allow_pickle=False)
 
     def join(self, *names: str) -> str:
         return posixpath.join(self.path, *names)
