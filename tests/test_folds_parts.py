@@ -160,10 +160,10 @@ def test_the_same_bytes_cut_into_other_files_are_another_input(tmp_path):
     ]
     assert plans[0].n_records == plans[1].n_records == 60
     assert plans[0].input["sha256"] != plans[1].input["sha256"]
-    digest = hashlib.sha256()  # each file's name and size, then its bytes as stored
+    digest = hashlib.sha256()  # each file's name and size, then the sha256 of its bytes as stored
     for name in ("part-0.csv", "part-1.csv"):
         body = (tmp_path / "a" / name).read_bytes()
-        digest.update(f"{name}\0{len(body)}\0".encode() + body)
+        digest.update(f"{name}\0{len(body)}\0".encode() + hashlib.sha256(body).digest())
     assert plans[0].input["sha256"] == digest.hexdigest()
 
 

@@ -78,6 +78,10 @@ class HashingReader:
 
     hashlib releases the GIL on large buffers, so hashing runs on a second thread while this
     one splits and parses: the checksum costs no wall time on a machine with two cores.
+
+    The files of a many-file input are each hashed apart (:meth:`mark` starts the next), and the
+    input's digest is that of every file's mark and own sha256 (:func:`files_sha256`): so runs of
+    files hashed by several processes, or several hosts, join into the very digest one pass makes.
     """
 
     def __init__(self, stream: IO[bytes] | None, hashing: bool = True):
@@ -85,29 +89,58 @@ class HashingReader:
         self.size = 0
         self._digest = hashlib.sha256() if hashing else None
         self._hasher = ThreadPoolExecutor(max_workers=1) if hashing else None
+        self._mark: bytes | None = None  # the file being read, of a many-file input
+        self._files: list[bytes] = []  # the files read before it: each one's mark and sha256
 
     def read(self, size: int = -1) -> bytes:
         data = self.stream.read(size)
         if self._hasher is not None:
-            self._hasher.submit(self._digest.update, data)  # one worker: blocks are hashed in order
+            self._hasher.submit(self._update, data)  # one worker: blocks are hashed in order
         self.size += len(data)
         return data
 
     def mark(self, data: bytes) -> None:
-        """Hash ``data`` as a boundary between files, not counted as read."""
+        """The next file of a many-file input starts; ``data`` names it (not counted as read)."""
         if self._hasher is not None:
-            self._hasher.submit(self._digest.update, data)
+            self._hasher.submit(self._next_file, data)
+
+    def _update(self, data: bytes) -> None:  # on the hashing thread, as are the two below
+        self._digest.update(data)
+
+    def _next_file(self, mark: bytes) -> None:
+        self._end_file()
+        self._mark, self._digest = mark, hashlib.sha256()
+
+    def _end_file(self) -> None:
+        if self._mark is not None:
+            self._files.append(self._mark + self._digest.digest())
+            self._mark = None
+
+    def hashed_files(self) -> bytes:
+        """Each file's mark and sha256, of the files read (a many-file input): what
+        :func:`files_sha256` joins with the other runs'."""
+        self._finish()
+        return b"".join(self._files)
 
     def hexdigest(self) -> str:
+        self._finish()
+        return files_sha256([b"".join(self._files)]) if self._files else self._digest.hexdigest()
+
+    def _finish(self) -> None:
         if self._hasher is None:
             raise ValueError("this pass did not hash its input")
         self._hasher.shutdown(wait=True)
-        return self._digest.hexdigest()
+        self._end_file()
 
     def close(self) -> None:
         """Stop the hashing thread once it has hashed everything read (the digest is read after)."""
         if self._hasher is not None:
             self._hasher.shutdown(wait=True)
+
+
+def files_sha256(runs: Sequence[bytes]) -> str:
+    """The sha256 of a many-file input from its runs' :meth:`HashingReader.hashed_files`, in key order."""
+    return hashlib.sha256(b"".join(runs)).hexdigest()
 
 
 class InputFile:
@@ -299,8 +332,8 @@ class PartedInput:
         return view
 
     def mark(self, part: InputFile) -> bytes:
-        """What the checksum hashes before a file's bytes: names and sizes count, as the same bytes
-        cut into other files are other parts to reference."""
+        """What names a file in the input's sha256, beside the file's own: names and sizes count,
+        as the same bytes cut into other files are other parts to reference."""
         return f"{self.below(part.path)}\0{part.listed_size}\0".encode()
 
     def chunks(

@@ -26,12 +26,14 @@ from airflow_smx.core.folds.records import (
     Coder,
     CsvFieldReader,
     Input,
+    InputFile,
     JsonFieldReader,
     LineError,
     PartedInput,
     SplitError,
     compact_table,
     detect_format,
+    files_sha256,
     no_records,
     parse_csv_value,
     resolve_columns,
@@ -128,6 +130,8 @@ class RangeScan:
     codes: dict[str, np.ndarray]
     lengths: np.ndarray | None
     record_bytes: int
+    stored: int = 0  # bytes read as stored (a many-file input's range)
+    hashed: str | None = None  # a many-file input's range: its files' marks and sha256s, in hex
 
 
 def scan(source: Input, spec: InputSpec, workers: int | None = None) -> Scan:
@@ -139,15 +143,21 @@ def scan(source: Input, spec: InputSpec, workers: int | None = None) -> Scan:
     processes = processes_for(source, workers)
     ranges, result.cuts = scan_ranges(source, reader, result.header, processes)
     merge(result, ranges)
-    if result.cuts is None:  # one process: hashed as it read
-        result.bytes, result.sha256 = source.reader.size, source.reader.hexdigest()
-    elif getattr(source, "checksum", None) is not None:  # one object, hashed as it was fetched
-        result.bytes, result.sha256 = source.checksum
-    else:  # read once more on a thread (hashlib releases the GIL) while the caller assigns folds
-        result.checksum = in_background(checksum, source)
+    if isinstance(source, InputFile):  # a many-file input's is merged: each file hashed by the process that read it
+        _identify(result, source)
     if result.n_records == 0:
         raise no_records(source.uri)
     return result
+
+
+def _identify(result: Scan, source: InputFile) -> None:
+    """The file's size and sha256, or their computation under way."""
+    if result.cuts is None:  # one process: hashed as it read
+        result.bytes, result.sha256 = source.reader.size, source.reader.hexdigest()
+    elif source.checksum is not None:  # hashed as it was fetched
+        result.bytes, result.sha256 = source.checksum
+    else:  # read once more on a thread (hashlib releases the GIL) while the caller assigns folds
+        result.checksum = in_background(checksum, source)
 
 
 def begin_scan(source: Input, spec: InputSpec) -> tuple[Scan, JsonFieldReader | CsvFieldReader]:
@@ -231,6 +241,7 @@ def _scan_range(
         record_bytes += sum(map(len, chunk.records)) + len(chunk.records)
         if progress and n % 1_000_000 < len(chunk.records):
             log.info("scanned %d records", n)
+    files = records.source.reader if isinstance(records.source, PartedInput) else None
     return RangeScan(
         n_records=n,
         n_lines=records.n_lines,
@@ -239,6 +250,8 @@ def _scan_range(
         codes={role: compact_table(np.frombuffer(c.array, dtype=np.int32), len(c.codes)) for role, c in coders.items()},
         lengths=np.frombuffer(sizes, dtype=np.uint32) if sizes is not None else None,
         record_bytes=record_bytes,
+        stored=files.size if files else 0,
+        hashed=files.hashed_files().hex() if files else None,
     )
 
 
@@ -250,6 +263,9 @@ def merge(result: Scan, ranges: list[RangeScan]) -> None:
     n = result.n_records = sum(r.n_records for r in ranges)
     result.n_lines = sum(r.n_lines for r in ranges)
     result.record_bytes = sum(r.record_bytes for r in ranges)
+    if ranges[0].hashed is not None:  # a many-file input: its identity joins the ranges' (or hosts') hashes
+        result.bytes = sum(r.stored for r in ranges)
+        result.sha256 = files_sha256([bytes.fromhex(r.hashed) for r in ranges])
     for role in list(ranges[0].codes):
         coder = Coder(role)
         tables = [coder.merge(part.values[role]) for part in ranges]
@@ -277,21 +293,19 @@ def _scan_worker(index: int) -> RangeScan | tuple[int, str, str] | str:
     """A range's scan, or its first error as data (an exception's own arguments may not survive pickling)."""
     source, reader, header, cuts = _FORKED["scan"]
     try:
-        return _scan_range(Records.of_range(source, header, cuts, index, hashing=False), reader, lengths=True)
+        records = Records.of_range(source, header, cuts, index, hashing=isinstance(source, PartedInput))
+        return _scan_range(records, reader, lengths=True)
     except LineError as error:  # line numbers are the range's own; the parent shifts them
         return (error.line, error.reason, error.part)
     except SplitError as error:  # a file that is not gzip after all, one removed meanwhile
         return str(error)
 
 
-def checksum(source: Input) -> tuple[int, str]:
-    """The stored bytes' count and sha256, as a scan in one process hashes them (``HashingReader``)."""
+def checksum(source: InputFile) -> tuple[int, str]:
+    """One file's stored bytes' count and sha256, as a scan in one process hashes them."""
     digest, size = hashlib.sha256(), 0
-    files = [(p, source.mark(p)) for p in source.parts] if isinstance(source, PartedInput) else [(source, b"")]
-    for file, mark in files:
-        digest.update(mark)
-        with storage.open_read(file.fs, file.path) as handle:
-            for block in iter(lambda: handle.read(storage.BLOCK), b""):
-                digest.update(block)
-                size += len(block)
+    with storage.open_read(source.fs, source.path) as handle:
+        for block in iter(lambda: handle.read(storage.BLOCK), b""):
+            digest.update(block)  # here, not on HashingReader's thread: reading outpaces hashing
+            size += len(block)
     return size, digest.hexdigest()

@@ -5,10 +5,11 @@ files, contiguous in key order (``PartedInput.cuts``): its records are one stret
 input's numbering and, in every part, one stretch of bytes. Then:
 
 1. every host scans its run (in as many processes as it has cores) and publishes what it found:
-   each range's record and line counts, its label and group values and each record's codes;
-2. the first host merges those in run order, exactly as one machine merges its ranges, hashes
-   the input (read once more, while the hosts scan), assigns the folds and makes the plan, then
-   publishes the plan and every record's fold;
+   each range's record and line counts, its label and group values, each record's codes and
+   each file's sha256;
+2. the first host merges those in run order, exactly as one machine merges its ranges (the
+   input's sha256 included: no host reads more than its run), assigns the folds and makes the
+   plan, then publishes the plan and every record's fold;
 3. every host writes its run's records of each part as a segment;
 4. the first host joins each part's segments, server-side on S3 where the sizes allow, and
    writes the train manifests, the header and the plan, last.
@@ -44,8 +45,6 @@ from airflow_smx.core.folds.scan import (
     RangeScan,
     Scan,
     begin_scan,
-    checksum,
-    in_background,
     merge,
     processes_for,
     scan_ranges,
@@ -244,10 +243,8 @@ def _scan_run(shared: Shared, name: str, run: PartedInput, share: Share, workers
     shared.publish(f"{name}.json", {"listing": share.listing, "ranges": summaries})
     template = share.template
     mine = Scan(format=template.format, compression=run.compression, header=template.header, files=len(run.parts))
-    merge(mine, ranges)
+    merge(mine, ranges)  # its bytes too, for the write's check that nothing changed
     mine.cuts = cuts
-    if cuts is None:  # one process: what it read, for the write's check that nothing changed
-        mine.bytes = run.reader.size
     return mine
 
 
@@ -257,6 +254,8 @@ def _range_summary(found: RangeScan) -> dict[str, Any]:
         "n_lines": found.n_lines,
         "record_bytes": found.record_bytes,
         "values": found.values,
+        "stored": found.stored,
+        "hashed": found.hashed,
     }
 
 
@@ -285,7 +284,6 @@ def _lead(shared: Shared, host: Host, job: Job) -> FoldPlan:
     published = False
     try:
         share = Share.of(job, host.count)
-        hashed = in_background(checksum, share.whole)  # the whole input, read while the hosts scan
         with staged(share.run(0)) as run:
             mine = _scan_run(shared, "scan-00000", run, share, job.workers)
             found, (ranges, counts) = share.template, _gather(shared, share)
@@ -294,7 +292,6 @@ def _lead(shared: Shared, host: Host, job: Job) -> FoldPlan:
                 raise no_records(job.spec.uri)
             labels, groups = found.codes.get("label"), found.codes.get("group")
             assignment = assign_folds(job.cv, found.n_records, labels, groups, found.values.get("label"))
-            found.bytes, found.sha256 = hashed.result()
             plan = make_plan(job.spec, job.cv, job.folds_uri, found, assignment, job.assemble_train, job.final)
             if already_split(out_fs, folds_path, plan):
                 log.info("%s already holds this split; reusing it", job.folds_uri)
