@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from sklearn.model_selection import StratifiedKFold
 
+from airflow_smx.core import storage
 from airflow_smx.core.folds import SplitError, split_dataset
 from airflow_smx.core.folds.records import open_input
+from airflow_smx.core.folds.stage import stored_size
 from airflow_smx.core.request import CVSpec, InputSpec
 from tests.conftest import make_records
 
@@ -95,6 +97,27 @@ def test_a_prefix_on_s3_splits_like_the_same_records_in_one_file(s3, tmp_path):
         theirs_uri = theirs.validation if hasattr(theirs, "validation") else theirs.holdout
         assert s3.get_object(Bucket="bucket", Key=key)["Body"].read() == Path(theirs_uri[7:]).read_bytes()
     assert on_s3.input["files"] == 7 and on_s3.n_holdout == local.n_holdout
+
+
+def test_a_prefix_on_s3_is_sized_without_a_read_and_split_reading_each_file_once(s3, tmp_path, monkeypatch):
+    """Sizing a many-file input (what the task does to pick where to split, what every instance of
+    a several-instance split does) only lists it; a split fetches each file once, and tells gzip
+    from text on the local copy, not with a request per file."""
+    monkeypatch.setattr("airflow_smx.core.folds.stage.STAGE_MIN_BYTES", 0)  # this small input is fetched too
+    keys = []
+    for path in write_parts(tmp_path / "parts", csv_lines(make_records(300, seed=2)), 5):
+        keys.append(f"exports/t/{path.name}")
+        s3.put_object(Bucket="bucket", Key=keys[-1], Body=path.read_bytes())
+    gets = []
+    fs = storage.filesystem("s3://bucket/")[0]  # fsspec's cached instance: the one the split uses
+    fs.s3.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **_: gets.append(params["Key"]))
+
+    source = open_input("s3://bucket/exports/t/")
+    assert stored_size(source) == sum(path.stat().st_size for path in (tmp_path / "parts").iterdir())
+    assert gets == []
+    plan = split_dataset(InputSpec(uri=source.uri, label="class", csv_header=True), CVSpec(), "", write=False)
+    assert sorted(gets) == keys
+    assert plan.n_records == 300 and plan.input["compression"] == "mixed"  # as read from the copies
 
 
 def test_a_bad_record_is_named_by_its_file_and_line(tmp_path):

@@ -16,7 +16,7 @@ import hashlib
 import itertools
 import re
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import attrgetter
@@ -163,12 +163,18 @@ class InputFile:
                 listed = {"type": "directory"}
             if listed.get("type") == "directory":
                 raise SplitError(f"input.uri: no such file: {uri}")
-        if compression == "auto":
-            compression = "gzip" if self.fs.cat_file(self.path, start=0, end=2) == GZIP_MAGIC else "none"
-        self.compression = compression
+        self.asked = compression  # as the request says: gzip, none or auto
+        self._compression = compression  # auto until the file's first bytes are read (once asked)
         self.sample_uri = uri  # whose name may say the format
         self.opened_as = _version(listed)
         self.checksum: tuple[int, str] | None = None  # (bytes, sha256), where known before a pass
+
+    @property
+    def compression(self) -> str:
+        """gzip or none: as asked, or as the file's first two bytes tell (read the first time only)."""
+        if self._compression == "auto":
+            self._compression = _kind(self.fs.cat_file(self.path, start=0, end=2))
+        return self._compression
 
     def fingerprint(self) -> tuple[Any, ...]:
         """Size and version (mtime, ETag): changes when the file is rewritten."""
@@ -263,19 +269,23 @@ class PartedInput:
         if not listed:
             raise SplitError(f"input.uri: no files under the prefix {uri}")
         self.opened_as = _listing_fingerprint(listed)  # of the very listing the parts are
-        paths = list(listed)
-        if compression == "auto":  # every file's first 2 bytes, asked for at once
-            heads = self.fs.cat_ranges(paths, [0] * len(paths), [2] * len(paths), on_error="raise")
-            kinds = ["gzip" if head == GZIP_MAGIC else "none" for head in heads]
-        else:
-            kinds = [compression] * len(paths)
+        self.asked = compression
+        # no file is read yet: sizing the input, or fetching it to read the copy, asks for none
         self.parts = [
-            InputFile(self.fs.unstrip_protocol(path), kind, storage_options, listed[path])
-            for path, kind in zip(paths, kinds, strict=True)
+            InputFile(self.fs.unstrip_protocol(path), compression, storage_options, listed[path]) for path in listed
         ]
-        kinds = {part.compression for part in self.parts}
-        self.compression = kinds.pop() if len(kinds) == 1 else "mixed"
         self.sample_uri = self.parts[0].uri
+
+    @property
+    def compression(self) -> str:
+        """gzip, none or mixed: every file's first two bytes, where asked, read at once (the first time only)."""
+        unknown = [part for part in self.parts if part._compression == "auto"]
+        if unknown:
+            paths = [part.path for part in unknown]
+            heads = self.fs.cat_ranges(paths, [0] * len(paths), [2] * len(paths), on_error="raise")
+            for part, head in zip(unknown, heads, strict=True):
+                part._compression = _kind(head)
+        return combined(part.compression for part in self.parts)
 
     def _list(self) -> dict[str, dict[str, Any]]:
         found = self.fs.find(self.path, detail=True)
@@ -364,6 +374,16 @@ class PartedInput:
 
 
 Input = InputFile | PartedInput
+
+
+def combined(kinds: Iterable[str]) -> str:
+    """The compression of files read as one: theirs if all agree, else mixed."""
+    distinct = set(kinds)
+    return distinct.pop() if len(distinct) == 1 else "mixed"
+
+
+def _kind(head: bytes) -> str:
+    return "gzip" if head == GZIP_MAGIC else "none"
 
 
 def _version(info: dict[str, Any]) -> tuple[str, ...]:

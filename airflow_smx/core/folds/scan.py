@@ -140,6 +140,7 @@ def scan(source: Input, spec: InputSpec, workers: int | None = None) -> Scan:
     :param workers: processes for a splittable input; None picks by size and CPUs
     """
     result, reader = begin_scan(source, spec)
+    result.compression = source.compression
     processes = processes_for(source, workers)
     ranges, result.cuts = scan_ranges(source, reader, result.header, processes)
     merge(result, ranges)
@@ -169,7 +170,8 @@ def begin_scan(source: Input, spec: InputSpec) -> tuple[Scan, JsonFieldReader | 
     header = first if spec.csv_header and fmt == "csv" else None
     fields = {role: key for role, key in (("label", spec.label), ("group", spec.group)) if key is not None}
     reader = _field_reader(fmt, fields, header)  # a CSV column missing from the header fails here
-    result = Scan(format=fmt, compression=source.compression, header=header, files=len(getattr(source, "parts", [1])))
+    # not the compression: every file of a many-file input would be asked (see sharded)
+    result = Scan(format=fmt, header=header, files=len(getattr(source, "parts", [1])))
     return result, reader
 
 

@@ -40,7 +40,7 @@ import numpy as np
 from airflow_smx.core import storage
 from airflow_smx.core.folds.assign import assign_folds
 from airflow_smx.core.folds.plan import FoldPlan
-from airflow_smx.core.folds.records import PartedInput, SplitError, no_records, open_input
+from airflow_smx.core.folds.records import PartedInput, SplitError, combined, no_records, open_input
 from airflow_smx.core.folds.scan import (
     RangeScan,
     Scan,
@@ -240,7 +240,8 @@ def _scan_run(shared: Shared, name: str, run: PartedInput, share: Share, workers
         for role, codes in found.codes.items():
             shared.save_array(f"{name}-{r}-{role}.npy", codes)
     summaries = [_range_summary(found) for found in ranges]
-    shared.publish(f"{name}.json", {"listing": share.listing, "ranges": summaries})
+    # its files' compression, as read (from the copy, if staged): the first host asks no other host's
+    shared.publish(f"{name}.json", {"listing": share.listing, "ranges": summaries, "compression": run.compression})
     template = share.template
     mine = Scan(format=template.format, compression=run.compression, header=template.header, files=len(run.parts))
     merge(mine, ranges)  # its bytes too, for the write's check that nothing changed
@@ -259,10 +260,10 @@ def _range_summary(found: RangeScan) -> dict[str, Any]:
     }
 
 
-def _gather(shared: Shared, share: Share) -> tuple[list[RangeScan], list[int]]:
-    """Every run's ranges in key order, and each run's record count; the first error in key
-    order is raised, as is a host that listed other files than this one."""
-    gathered, counts = [], []
+def _gather(shared: Shared, share: Share) -> tuple[list[RangeScan], list[int], str]:
+    """Every run's ranges in key order, each run's record count and the input's compression; the
+    first error in key order is raised, as is a host that listed other files than this one."""
+    gathered, counts, kinds = [], [], []
     for index in range(share.runs):
         name = f"scan-{index:05d}"
         message = shared.wait_for(f"{name}.json")
@@ -273,7 +274,8 @@ def _gather(shared: Shared, share: Share) -> tuple[list[RangeScan], list[int]]:
             codes = {role: shared.load_array(f"{name}-{r}-{role}.npy") for role in summary["values"]}
             gathered.append(RangeScan(codes=codes, lengths=None, **summary))
         counts.append(sum(summary["n_records"] for summary in message["ranges"]))
-    return gathered, counts
+        kinds.append(message["compression"])
+    return gathered, counts, combined(kinds)
 
 
 def _lead(shared: Shared, host: Host, job: Job) -> FoldPlan:
@@ -286,7 +288,8 @@ def _lead(shared: Shared, host: Host, job: Job) -> FoldPlan:
         share = Share.of(job, host.count)
         with staged(share.run(0)) as run:
             mine = _scan_run(shared, "scan-00000", run, share, job.workers)
-            found, (ranges, counts) = share.template, _gather(shared, share)
+            found = share.template
+            ranges, counts, found.compression = _gather(shared, share)
             merge(found, ranges)
             if found.n_records == 0:
                 raise no_records(job.spec.uri)

@@ -84,7 +84,7 @@ def _fetch(source: InputFile, local: Path) -> InputFile:
             kept.result()
     if source.fingerprint() != source.opened_as or os.path.getsize(local) != size:
         raise SplitError(f"input.uri: {source.uri} changed while it was being read; run the split again")
-    copy = InputFile(local.as_uri(), source.compression)
+    copy = InputFile(local.as_uri(), source.asked)  # gzip or not, told by the local copy
     copy.uri = copy.sample_uri = source.uri  # what errors and the format's detection see
     copy.checksum = (size, digest.hexdigest())
     return copy
@@ -97,7 +97,7 @@ def _fetch_parts(source: PartedInput, folder: Path) -> PartedInput:
     source.fs.get([part.path for part in source.parts], [str(path) for path in locals_])
     if source.fingerprint() != source.opened_as:
         raise SplitError(f"input.uri: {source.uri} changed while it was being read; run the split again")
-    copy = PartedInput(folder.as_uri() + "/", source.compression if source.compression != "mixed" else "auto")
+    copy = PartedInput(folder.as_uri() + "/", source.asked)  # each gzip or not, told by the local copy
     for mine, theirs in zip(copy.parts, source.parts, strict=True):
         mine.uri = theirs.uri  # errors name the object, not the copy
     copy.uri, copy.sample_uri = source.uri, source.sample_uri
