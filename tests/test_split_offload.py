@@ -15,6 +15,7 @@ import pytest
 
 from airflow_smx.compat import AirflowException, AirflowFailException
 from airflow_smx.core.folds import offload, split_dataset
+from airflow_smx.core.folds.records import largest_run, runs_of
 from airflow_smx.core.request import CVSpec, InputSpec
 from airflow_smx.dag.split import SplitDatasetOperator
 from airflow_smx.triggers.sagemaker_fold import SageMakerFoldTrainingTrigger
@@ -248,6 +249,15 @@ def test_where_a_request_splits_auto_by_size_or_as_it_asks(offload_settings, sag
     cluster = sagemaker.processing_requests[job["name"]]["ProcessingResources"]["ClusterConfig"]
     assert cluster == {"InstanceCount": 1, "InstanceType": "ml.m5.2xlarge", "VolumeSizeInGB": 30}
     assert offload.volume_gb(10**12, largest=100) == 100  # a deployment's bound holds; the job then streams
+
+
+def test_each_instance_has_room_for_its_run_of_whole_files_not_the_average_share():
+    """A run holds whole files, so a large file makes its instance's share larger than the average."""
+    gib = 2**30
+    sizes = [gib] * 4 + [40 * gib] + [gib] * 4
+    assert runs_of(sizes, 3) == [0, 5, 6, 9]
+    assert largest_run(sizes, 3) == 44 * gib  # the average share is 16 GiB
+    assert offload.volume_gb(largest_run(sizes, 3), largest=1000) == 120
 
 
 def test_split_on_sagemaker_is_refused_where_the_deployment_has_no_split_job(run_dag, printed):

@@ -27,8 +27,7 @@ from airflow_smx.core.attempts import RUNNING, TRANSIENT_REASONS
 from airflow_smx.core.dry_run import dry_run_report, dry_run_text
 from airflow_smx.core.folds import FoldPlan, SplitError, read_plan, split_dataset
 from airflow_smx.core.folds import offload as offloaded
-from airflow_smx.core.folds.records import open_input
-from airflow_smx.core.folds.stage import stored_size
+from airflow_smx.core.folds.records import largest_run, open_input
 from airflow_smx.core.job_requests import CREATED_BY, RUN_TAG, fold_training_config, run_tag_value
 from airflow_smx.core.naming import attempt_name, split_job_name, trial_name
 from airflow_smx.core.request import CVRequest
@@ -46,10 +45,17 @@ STOPPING_WAIT = 900  # seconds a try waits for the run's stopping split job to e
 
 
 class Stored(NamedTuple):
-    """An input as listed: its bytes (every file's) and its files."""
+    """An input as listed: each file's stored bytes, in key order."""
 
-    bytes: int
-    files: int
+    sizes: tuple[int, ...]
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def files(self) -> int:
+        return len(self.sizes)
 
 
 @dataclass
@@ -84,7 +90,7 @@ class SplitOrder:
             source = open_input(self.request.input.uri, self.request.input.compression, self.options)
         except SplitError as error:  # no such object, an empty prefix: final, as in a split in the worker
             raise AirflowFailException(f"cannot split: {error}") from None
-        return Stored(stored_size(source), len(getattr(source, "parts", [source])))
+        return Stored(tuple(part.listed_size for part in getattr(source, "parts", [source])))
 
     def split_here(self) -> FoldPlan:
         try:
@@ -113,6 +119,7 @@ class SplitOrder:
 
     def processing_request(self, offload: settings.Offload, stored: Stored) -> dict[str, Any]:
         role = self.request.training.RoleArn or settings.get("role_arn")
+        count = min(offload.instance_count, stored.files)  # a file is one instance's at most
         tags = [
             *(t.model_dump() for t in self.request.tags),
             {"Key": "crossvalidator_job_name", "Value": trial_name(self.request.name, self.when, self.run["key"])},
@@ -126,8 +133,8 @@ class SplitOrder:
             image=offload.image,
             role=role,
             instance_type=offload.instance_type,
-            instance_count=min(offload.instance_count, stored.files),  # a file is one instance's at most
-            input_bytes=stored.bytes,
+            instance_count=count,
+            share_bytes=largest_run(stored.sizes, count),  # runs are whole files: some larger than the average
             max_volume_gb=settings.policy().max_volume_gb,
             max_runtime=offload.max_runtime,
             tags=tags,

@@ -112,7 +112,7 @@ def processing_request(
     role: str,
     instance_type: str,
     instance_count: int,
-    input_bytes: int,
+    share_bytes: int,
     max_volume_gb: int,
     max_runtime: int,
     tags: list[dict[str, str]],
@@ -123,7 +123,7 @@ def processing_request(
     :param document_folder: the S3 folder holding the document, as ``split.json``, alone
     :param code_uri: the wheelhouse's S3 folder
     :param instance_count: instances, each splitting a run of the files of a many-file input
-    :param input_bytes: the input's size: each instance's volume holds a copy of its share, and its parts
+    :param share_bytes: the largest instance's share of the input: each volume holds a copy of its share, and its parts
     :param max_volume_gb: the deployment's largest volume (``[smx] max_volume_gb``)
     """
     return {
@@ -142,7 +142,7 @@ def processing_request(
             "ClusterConfig": {
                 "InstanceCount": instance_count,
                 "InstanceType": instance_type,
-                "VolumeSizeInGB": volume_gb(math.ceil(input_bytes / instance_count), max_volume_gb),
+                "VolumeSizeInGB": volume_gb(share_bytes, max_volume_gb),
             }
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime},

@@ -322,14 +322,8 @@ class PartedInput:
         return storage.is_local(self.fs) and len(self.parts) > 1
 
     def cuts(self, parts: int) -> list[int]:
-        """``parts + 1`` file indices cutting the files into runs of about equal stored bytes (each
-        file whole: gzip cannot be read from the middle); fewer runs if there are fewer files."""
-        ends = list(itertools.accumulate(part.listed_size for part in self.parts))
-        cuts = [0]
-        for i in range(1, min(parts, len(self.parts))):
-            at = bisect.bisect_left(ends, ends[-1] * i / parts) + 1  # the run that reaches the share
-            cuts.append(min(max(at, cuts[-1] + 1), len(self.parts) - 1))
-        return [*dict.fromkeys(cuts), len(self.parts)]
+        """``parts + 1`` file indices cutting the files into runs (:func:`runs_of`)."""
+        return runs_of([part.listed_size for part in self.parts], parts)
 
     def first_record(self) -> bytes | None:
         return next((r for r in (part.first_record() for part in self.parts) if r is not None), None)
@@ -374,6 +368,22 @@ class PartedInput:
 
 
 Input = InputFile | PartedInput
+
+
+def runs_of(sizes: Sequence[int], parts: int) -> list[int]:
+    """``parts + 1`` indices cutting files of ``sizes`` bytes (in key order) into runs of about equal
+    bytes (each file whole: gzip cannot be read from the middle); fewer runs if there are fewer files."""
+    ends = list(itertools.accumulate(sizes))
+    cuts = [0]
+    for i in range(1, min(parts, len(sizes))):
+        at = bisect.bisect_left(ends, ends[-1] * i / parts) + 1  # the run that reaches the share
+        cuts.append(min(max(at, cuts[-1] + 1), len(sizes) - 1))
+    return [*dict.fromkeys(cuts), len(sizes)]
+
+
+def largest_run(sizes: Sequence[int], parts: int) -> int:
+    """The bytes of the largest of the runs :func:`runs_of` cuts: what one of ``parts`` readers holds at most."""
+    return max(sum(sizes[start:end]) for start, end in itertools.pairwise(runs_of(sizes, parts)))
 
 
 def combined(kinds: Iterable[str]) -> str:
