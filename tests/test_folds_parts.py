@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +102,8 @@ def test_a_prefix_on_s3_splits_like_the_same_records_in_one_file(s3, tmp_path):
 
 def test_a_prefix_on_s3_is_sized_without_a_read_and_split_reading_each_file_once(s3, tmp_path, monkeypatch):
     """Sizing a many-file input (what the task does to pick where to split, what every instance of
-    a several-instance split does) only lists it; a split fetches each file once, and tells gzip
-    from text on the local copy, not with a request per file."""
+    a several-instance split does) only lists it; a split reads each file once, and tells gzip
+    from text as it reads, not with a request per file."""
     monkeypatch.setattr("airflow_smx.core.folds.stage.STAGE_MIN_BYTES", 0)  # this small input is fetched too
     keys = []
     for path in write_parts(tmp_path / "parts", csv_lines(make_records(300, seed=2)), 5):
@@ -115,9 +116,15 @@ def test_a_prefix_on_s3_is_sized_without_a_read_and_split_reading_each_file_once
     source = open_input("s3://bucket/exports/t/")
     assert stored_size(source) == sum(path.stat().st_size for path in (tmp_path / "parts").iterdir())
     assert gets == []
-    plan = split_dataset(InputSpec(uri=source.uri, label="class", csv_header=True), CVSpec(), "", write=False)
+    spec = InputSpec(uri=source.uri, label="class", csv_header=True)
+    plan = split_dataset(spec, CVSpec(), "", write=False)
     assert sorted(gets) == keys
     assert plan.n_records == 300 and plan.input["compression"] == "mixed"  # as read from the copies
+
+    gets.clear()  # read from S3 where it lies (a small input, or no local room): told as each file is read
+    monkeypatch.setattr("airflow_smx.core.folds.stage.STAGE_MIN_BYTES", 10**9)
+    assert split_dataset(spec, CVSpec(), "", write=False).input == plan.input
+    assert Counter(gets) == {key: 1 for key in keys} | {keys[0]: 2}  # the first also for its first record
 
 
 def test_a_bad_record_is_named_by_its_file_and_line(tmp_path):

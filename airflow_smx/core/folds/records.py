@@ -176,6 +176,13 @@ class InputFile:
             self._compression = _kind(self.fs.cat_file(self.path, start=0, end=2))
         return self._compression
 
+    def detect(self, raw: IO[bytes]) -> None:
+        """Where not yet known, tell gzip from text by the first bytes of ``raw`` (the file, just
+        opened): no request of its own, as the read-ahead block fetched serves them again."""
+        if self._compression == "auto":
+            self._compression = _kind(raw.read(2))
+            raw.seek(0)
+
     def fingerprint(self) -> tuple[Any, ...]:
         """Size and version (mtime, ETag): changes when the file is rewritten."""
         return _version(self.fs.info(self.path))
@@ -191,7 +198,7 @@ class InputFile:
 
     def splittable(self) -> bool:
         """Whether byte ranges can be read apart (by several processes): local and uncompressed."""
-        return self.compression == "none" and storage.is_local(self.fs)
+        return storage.is_local(self.fs) and self.compression == "none"
 
     def cuts(self, parts: int) -> list[int]:
         """``parts + 1`` offsets cutting the file into about equal byte ranges of whole lines."""
@@ -207,6 +214,7 @@ class InputFile:
     def first_record(self) -> bytes | None:
         """The first non-blank line, without reading the whole file."""
         with storage.open_read(self.fs, self.path) as raw:
+            self.detect(raw)
             stream = gzip.GzipFile(fileobj=raw, mode="rb") if self.compression == "gzip" else raw
             try:
                 for line in stream:
@@ -225,6 +233,7 @@ class InputFile:
         :param blank_free: an earlier pass found no blank line: skip looking for them
         """
         with storage.open_read(self.fs, self.path) as raw:
+            self.detect(raw)  # before a range's seek
             if start or end is not None:
                 raw.seek(start)
                 raw = _Bounded(raw, (self.size if end is None else end) - start)
@@ -356,6 +365,7 @@ class PartedInput:
     def _part_chunks(self, part: InputFile, blank_free: bool) -> Iterator[Chunk]:
         try:
             with storage.open_read(self.fs, part.path) as raw:
+                part.detect(raw)
                 self.reader.stream = raw
                 stream = gzip.GzipFile(fileobj=self.reader, mode="rb") if part.compression == "gzip" else self.reader
                 for chunk in _chunks(stream, blank_free):

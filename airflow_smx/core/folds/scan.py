@@ -140,9 +140,9 @@ def scan(source: Input, spec: InputSpec, workers: int | None = None) -> Scan:
     :param workers: processes for a splittable input; None picks by size and CPUs
     """
     result, reader = begin_scan(source, spec)
-    result.compression = source.compression
     processes = processes_for(source, workers)
     ranges, result.cuts = scan_ranges(source, reader, result.header, processes)
+    result.compression = source.compression  # told as the files were read (those read here)
     merge(result, ranges)
     if isinstance(source, InputFile):  # a many-file input's is merged: each file hashed by the process that read it
         _identify(result, source)
