@@ -12,7 +12,8 @@ then, each in a fresh process, times:
 - upload: the same bytes put back the same way: the floor for writing folds that hold them;
 - split: split_dataset stratified k=5 from that S3 input to S3 folds, as a run does.
 
-and prints split / download and split / (download + upload). All talk to the same one-process
+and prints split / download, split / (download + upload) and the floor, (download + upload) /
+download: no split can take less, as it writes no part before it has read every record. All talk to the same one-process
 server on this machine, so the ratios, not the seconds, are what carries over to S3.
 """
 
@@ -179,18 +180,26 @@ def main() -> None:
         keys = ",".join(f"{prefix}{path.name}" for path in files)
         megabytes = sum(path.stat().st_size for path in files) / 1e6
         print(f"{args.records:,} records, {megabytes:.0f} MB in {len(files)} object(s), stratified k=5")
-        print(f"{'try':<5}{'download s':>11}{'upload s':>9}{'split s':>9}{'/download':>10}{'/(down+up)':>11}")
+        print(
+            f"{'try':<5}{'download s':>11}{'upload s':>9}{'split s':>9}{'/download':>10}{'/(down+up)':>11}{'floor':>7}"
+        )
         ratios = []
         for attempt in range(args.repeat):
             fetched, put = timed("download", keys), timed("upload", ",".join(map(str, files)))
             splitted = timed("split", uri, args.log)
-            ratios.append((splitted / fetched, splitted / (fetched + put)))
+            # floor: (download + upload) / download, the least any split takes here: it writes no
+            # part before it has read every record (the folds depend on all labels)
+            ratios.append((splitted / fetched, splitted / (fetched + put), (fetched + put) / fetched))
             print(
-                f"{attempt + 1:<5}{fetched:>11.2f}{put:>9.2f}{splitted:>9.2f}{ratios[-1][0]:>10.2f}{ratios[-1][1]:>11.2f}",
+                f"{attempt + 1:<5}{fetched:>11.2f}{put:>9.2f}{splitted:>9.2f}"
+                + "".join(f"{ratio:>{width}.2f}" for ratio, width in zip(ratios[-1], (10, 11, 7), strict=True)),
                 flush=True,
             )
-        middle = sorted(ratios)[len(ratios) // 2]
-        print(f"median: split / download {middle[0]:.2f}, split / (download + upload) {middle[1]:.2f}")
+        split_down, split_floor, floor = (sorted(column)[len(ratios) // 2] for column in zip(*ratios, strict=True))
+        print(
+            f"medians: split / download {split_down:.2f}, split / (download + upload) {split_floor:.2f},"
+            f" (download + upload) / download {floor:.2f}"
+        )
     finally:
         server.terminate()
         server.wait()
