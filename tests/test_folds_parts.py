@@ -205,9 +205,9 @@ def written(out: Path) -> dict[Path, bytes]:
 
 @pytest.mark.parametrize("strategy", ["stratified", "stratified_group"])
 def test_many_files_scanned_and_written_by_several_processes_give_the_same_split(tmp_path, strategy, caplog):
-    caplog.set_level(logging.INFO, logger="airflow_smx")
     """Runs of whole files (every third gzip) read by 2, 3 or 4 processes: the same plan, checksum
     included, and the same bytes in every part as one process writes, and scikit-learn's folds."""
+    caplog.set_level(logging.INFO, logger="airflow_smx")
     records = make_records(2500, seed=11)
     write_parts(tmp_path / "in", csv_lines(records), 37)
     spec = InputSpec(uri=(tmp_path / "in").as_uri() + "/", label="class", group="patient", csv_header=True)
@@ -226,6 +226,23 @@ def test_many_files_scanned_and_written_by_several_processes_give_the_same_split
         y = np.array([r["class"] for r in records])
         expected = [test.size for _, test in StratifiedKFold(4, shuffle=True, random_state=5).split(y, y)]
         assert [f.n_validation for f in plain.folds] == expected
+
+
+def test_gzip_files_small_as_stored_but_large_to_read_get_several_processes(tmp_path, caplog, monkeypatch):
+    """Whether forking pays is judged by the bytes the files hold, not by their stored size."""
+    caplog.set_level(logging.INFO, logger="airflow_smx")
+    monkeypatch.setattr("airflow_smx.core.folds.scan.PARALLEL_MIN_BYTES", 100_000)  # 64 MiB, scaled down
+    monkeypatch.setattr("airflow_smx.core.folds.processes.cpu_count", lambda: 2)  # whatever this machine has
+    lines = csv_lines(make_records(12_000, seed=4))
+    (tmp_path / "in").mkdir()
+    for i in range(4):
+        body = b"".join(line + b"\n" for line in lines[i * 3000 : (i + 1) * 3000])
+        (tmp_path / "in" / f"part-{i}.csv.gz").write_bytes(gzip.compress(body))
+    stored = sum(path.stat().st_size for path in (tmp_path / "in").iterdir())
+    assert stored < 100_000 < sum(map(len, lines))
+    spec = InputSpec(uri=(tmp_path / "in").as_uri() + "/", label=1)
+    assert split_dataset(spec, CVSpec(), "", write=False).n_records == 12_000
+    assert any(r.getMessage().endswith("in 2 processes") for r in caplog.records)
 
 
 def test_the_first_bad_file_in_key_order_is_named_whichever_process_reads_it(tmp_path):

@@ -196,6 +196,16 @@ class InputFile:
     def size(self) -> int:
         return self.fs.size(self.path)
 
+    def text_size(self) -> int:
+        """The bytes its records take, uncompressed: what reading it costs. A gzip file's from its
+        trailer (a size mod 4 GiB, and the last member's only: never taken below the stored size)."""
+        size = self.size
+        if self.compression != "gzip" or size < 4:
+            return size
+        with self.fs.open(self.path, "rb") as handle:
+            handle.seek(size - 4)
+            return max(size, int.from_bytes(handle.read(4), "little"))
+
     def splittable(self) -> bool:
         """Whether byte ranges can be read apart (by several processes): local and uncompressed."""
         return storage.is_local(self.fs) and self.compression == "none"
@@ -325,6 +335,9 @@ class PartedInput:
     @property
     def size(self) -> int:
         return sum(part.size for part in self.parts)
+
+    def text_size(self) -> int:
+        return sum(part.text_size() for part in self.parts)
 
     def splittable(self) -> bool:
         """Whether groups of files can be read apart (by several processes): local, two files or more."""

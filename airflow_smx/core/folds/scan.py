@@ -212,7 +212,7 @@ def processes_for(source: Input, workers: int | None) -> int:
     if not source.splittable() or not forked.available():
         return 1
     if workers is None:
-        if source.size < PARALLEL_MIN_BYTES:
+        if source.text_size() < PARALLEL_MIN_BYTES:  # gzip files by what they hold: 11 MB stored can be 300 read
             return 1
         workers = min(forked.cpu_count(), MAX_WORKERS)
     return max(1, workers)
