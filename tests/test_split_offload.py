@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
+import re
 import threading
 import time
+from collections import Counter
 
 import pytest
 
@@ -302,7 +305,9 @@ def parted_run(s3, uri: str, n_parts: int, records: int = 900, **cv) -> dict:
     return checked(parse_request(conf(input=spec, cv=cv, refit=True)), "parts-20261202-120000-abcdef")
 
 
-def test_several_instances_split_a_many_file_input_as_one_machine_does(offload_settings, sagemaker, s3, monkeypatch):
+def test_several_instances_split_a_many_file_input_as_one_machine_does(
+    offload_settings, sagemaker, s3, monkeypatch, caplog
+):
     """Three instances, each a run of the 8 files: the plan and every part, byte for byte, are
     what one machine writes (stratified by class, grouped by patient, a hold-out, the refit's)."""
     monkeypatch.setenv("AIRFLOW__SMX__SPLIT_INSTANCE_COUNT", "3")
@@ -313,7 +318,15 @@ def test_several_instances_split_a_many_file_input_as_one_machine_does(offload_s
     name = deferred.value.trigger.job_name
     cluster = sagemaker.processing_requests[name]["ProcessingResources"]["ClusterConfig"]
     assert cluster["InstanceCount"] == 3
+    caplog.set_level(logging.INFO, logger="werkzeug")  # moto's server logs every request
+    caplog.clear()
     sagemaker.run_locally(sagemaker.backend.processing_jobs[name])
+    # each file is read by the instance whose run holds it, once to scan and once to write; the
+    # first file's head by every instance too (the format, the header). No instance reads
+    # another's run, for the checksum or to tell gzip from text.
+    gets = Counter(re.findall(r'"GET /bucket/(exports/table/[^ ?]+) ', caplog.text))
+    keys = sorted(gets)
+    assert len(keys) == 8 and gets == {key: 2 for key in keys} | {keys[0]: 2 + 3}
     log = sagemaker.processing_logs[name]
     assert sagemaker.backend.processing_jobs[name].processing_job_status == "Completed", log
     assert "host 2 of 3: done" in log and "host 3 of 3: done" in log and "from 3 hosts" in log, log
