@@ -32,7 +32,7 @@ for strategy in ("kfold", "stratified", "group", "stratified_group"):
     cv = CVSpec(strategy=strategy, n_splits=5, random_state=3, holdout=0.1)
     for who in ("worker", "job"):
         folder = f"file://{work}/{who}-{strategy}"
-        doc = offload.document(spec, cv, f"{folder}/folds", f"{folder}/error.txt", assemble_train=False, final=True)
+        doc = offload.document(spec, cv, f"{folder}/folds", folder, "by-hand", assemble_train=False, final=True)
         json.dump(doc, open(f"{work}/{who}-{strategy}.json", "w"))
 PY
 for strategy in kfold stratified group stratified_group; do

@@ -10,6 +10,7 @@ import gzip
 import json
 import logging
 import re
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -59,6 +60,9 @@ def test_an_offloaded_split_writes_what_the_worker_would_and_the_run_trains_on_i
     assert sagemaker.harness_errors == []
     log = sagemaker.processing_logs[job["name"]]
     assert "split 200 records into 5 folds" in log, log
+    # the parts were written on the volume sized for them (where the inputs lie), not in the image's /tmp
+    volume = re.search(r"scratch space: (\S+/algo-1/processing/scratch),", log)
+    assert volume and f"parts written on local disk in {volume[1]}/smx-parts-" in log, log
 
     summary = result_of(s3)[0]["summary"]
     folds_prefix = f"out/{summary['cv_run_id']}/folds/"
@@ -228,6 +232,22 @@ def test_the_job_installs_the_workers_versions_offline_and_refuses_others(tmp_pa
     document = tmp_path / "split.json"
     document.write_text(json.dumps({"versions": {**pins, "scikit-learn": "1.2.1"}}))
     assert offload.run(str(document)) == 2  # another scikit-learn could draw other folds: no split at all
+
+
+def test_a_job_document_run_by_hand_splits_as_one_host_in_the_usual_temporary_folder(tmp_path):
+    """``bench/split_job.sh`` runs the job's entry point on documents outside a container's layout."""
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(f'{{"id": {i}, "class": "c{i % 3}"}}\n' for i in range(60)))
+    spec, cv = InputSpec(uri=f"file://{data}", label="class"), CVSpec(strategy="stratified", n_splits=3)
+    document = tmp_path / "job.json"
+    split = f"file://{tmp_path}/split"
+    document.write_text(
+        json.dumps(offload.document(spec, cv, f"{split}/folds", split, "by-hand", assemble_train=False, final=True))
+    )
+    before = tempfile.gettempdir()
+    assert offload.run(str(document)) == 0
+    assert json.loads((tmp_path / "split/folds/plan.json").read_text())["n_records"] == 60
+    assert tempfile.gettempdir() == before  # only a container's document moves it to the job's volume
 
 
 def test_the_teardown_stops_a_split_job_its_cancelled_task_left_running(offload_settings, sagemaker):

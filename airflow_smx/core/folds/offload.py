@@ -22,7 +22,9 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -36,13 +38,17 @@ from airflow_smx.core.request import CVSpec, InputSpec
 
 log = logging.getLogger(__name__)
 
-CONTAINER = "/opt/ml/processing"
+ML = "/opt/ml"
+CONTAINER = f"{ML}/processing"
 CODE = f"{CONTAINER}/input/code"  # the wheelhouse: this package's wheel and the pinned wheels below
 DOCUMENT_FOLDER = f"{CONTAINER}/input/split"
 DOCUMENT = f"{DOCUMENT_FOLDER}/split.json"
 PACKAGE = "airflow-smx"
 # What the split imports (not Airflow): numpy and scikit-learn (and scipy under it) decide the folds
 PINNED = ("numpy", "scipy", "scikit-learn", "msgspec", "pydantic", "fsspec", "s3fs")
+# the fetched copy and the parts: on the ML storage volume volume_gb sizes, as the inputs are,
+# wherever the image's /tmp lies (a container's root filesystem may be far smaller)
+SCRATCH = f"{CONTAINER}/scratch"
 ERROR_FILE = "split_error.txt"
 WORK = "work"  # a job of several instances: their messages and segments, one folder per attempt
 VOLUME_MIN_GB = 30
@@ -173,6 +179,22 @@ def version_problems(needed: dict[str, str]) -> list[str]:
     ]
 
 
+def container_root(document: Path) -> Path | None:
+    """The container's /opt/ml, wherever a test harness puts it, for a document where the job
+    finds it (:data:`DOCUMENT`); None for one elsewhere (a split run by hand: one host, /tmp)."""
+    layout = Path(DOCUMENT).relative_to(ML).parts
+    if document.parts[-len(layout) :] != layout:
+        return None
+    return document.parents[len(layout) - 1]
+
+
+def use_scratch(folder: Path) -> None:
+    """Make ``folder`` the temporary folder of this process and of the processes it forks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = str(folder)
+    log.info("scratch space: %s, %d GB free", folder, shutil.disk_usage(folder).free // 10**9)
+
+
 def run(document_path: str) -> int:
     """The job's entry point: split as the document says; a bad input's error goes to its error_uri."""
     with open(document_path, encoding="utf-8") as handle:
@@ -181,7 +203,10 @@ def run(document_path: str) -> int:
     if problems:
         log.error("the job's packages differ from the worker's, so would its folds: %s", "; ".join(problems))
         return 2
-    host = Host.of_job(Path(document_path).parents[3])  # /opt/ml, wherever a test harness puts it
+    ml_root = container_root(Path(document_path))
+    if ml_root is not None:
+        use_scratch(ml_root / Path(SCRATCH).relative_to(ML))
+    host = Host.of_job(ml_root) if ml_root is not None else Host(0, 1)
     spec, cv = InputSpec.model_validate(job["input"]), CVSpec.model_validate(job["cv"])
     options = {"assemble_train": job["assemble_train"], "final": job["final"], "workers": cpu_count()}
     try:

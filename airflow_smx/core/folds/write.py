@@ -49,7 +49,7 @@ def _write_then_upload(fs: Any, source: Input, found: Scan, folds: np.ndarray, t
     with tempfile.TemporaryDirectory(prefix="smx-parts-") as folder:
         local = {code: os.path.join(folder, str(i)) for i, code in enumerate(targets)}
         write_parts(local_fs, source, found, folds, local)
-        log.info("uploading %d parts written on local disk", len(local))
+        log.info("uploading %d parts written on local disk in %s", len(local), folder)
         fs.put([local[code] for code in targets], [targets[code] for code in targets])
 
 
