@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import logging
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from airflow_smx.core import storage
 from airflow_smx.core.folds import SplitError, split_dataset
-from airflow_smx.core.folds.records import open_input
+from airflow_smx.core.folds.records import open_input, runs_of
 from airflow_smx.core.folds.stage import stored_size
 from airflow_smx.core.request import CVSpec, InputSpec
 from tests.conftest import make_records
@@ -292,3 +294,20 @@ def test_a_run_of_files_holding_only_the_first_folds_still_writes_every_part(tmp
     write_fold_parts(local, source, found, np.zeros(found.n_records, dtype=np.int8), targets)
     assert Path(targets[0]).read_bytes() == b"".join(line + b"\n" for line in lines)
     assert [Path(targets[code]).read_bytes() for code in (-1, 1, 2)] == [b"", b"", b""]
+
+
+def test_runs_of_whole_files_are_as_even_as_whole_files_allow():
+    """Each process (or split instance) reads a run of whole files; the largest run sets the time."""
+    rng = random.Random(5)
+    for _ in range(400):
+        sizes = [rng.choice([0, 1, 2, 3, 5, 8, 40, 300]) for _ in range(rng.randint(1, 8))]
+        parts = rng.randint(1, 5)
+        cuts = runs_of(sizes, parts)
+        runs = [sum(sizes[a:b]) for a, b in itertools.pairwise(cuts)]
+        assert cuts[0] == 0 and cuts[-1] == len(sizes) and len(runs) == min(parts, len(sizes)), (sizes, parts, cuts)
+        assert all(a < b for a, b in itertools.pairwise(cuts)), (sizes, parts, cuts)  # no run is empty
+        best = min(  # every way to cut the files into that many runs
+            max(sum(sizes[a:b]) for a, b in itertools.pairwise((0, *inner, len(sizes))))
+            for inner in itertools.combinations(range(1, len(sizes)), len(runs) - 1)
+        )
+        assert max(runs) == best, (sizes, parts, cuts)

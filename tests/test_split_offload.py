@@ -278,9 +278,9 @@ def test_each_instance_has_room_for_its_run_of_whole_files_not_the_average_share
     """A run holds whole files, so a large file makes its instance's share larger than the average."""
     gib = 2**30
     sizes = [gib] * 4 + [40 * gib] + [gib] * 4
-    assert runs_of(sizes, 3) == [0, 5, 6, 9]
-    assert largest_run(sizes, 3) == 44 * gib  # the average share is 16 GiB
-    assert offload.volume_gb(largest_run(sizes, 3), largest=1000) == 120
+    assert runs_of(sizes, 3) == [0, 4, 5, 9]  # the large file alone: no run can hold less
+    assert largest_run(sizes, 3) == 40 * gib  # the average share is 16 GiB
+    assert offload.volume_gb(largest_run(sizes, 3), largest=1000) == 110
 
 
 def test_split_on_sagemaker_is_refused_where_the_deployment_has_no_split_job(run_dag, printed):

@@ -8,7 +8,6 @@ as the values would in numpy and scikit-learn.
 
 from __future__ import annotations
 
-import bisect
 import copy
 import csv
 import gzip
@@ -394,14 +393,30 @@ Input = InputFile | PartedInput
 
 
 def runs_of(sizes: Sequence[int], parts: int) -> list[int]:
-    """``parts + 1`` indices cutting files of ``sizes`` bytes (in key order) into runs of about equal
-    bytes (each file whole: gzip cannot be read from the middle); fewer runs if there are fewer files."""
-    ends = list(itertools.accumulate(sizes))
-    cuts = [0]
-    for i in range(1, min(parts, len(sizes))):
-        at = bisect.bisect_left(ends, ends[-1] * i / parts) + 1  # the run that reaches the share
-        cuts.append(min(max(at, cuts[-1] + 1), len(sizes) - 1))
-    return [*dict.fromkeys(cuts), len(sizes)]
+    """``parts + 1`` indices cutting files of ``sizes`` bytes (in key order) into runs, each file
+    whole (gzip cannot be read from the middle), the largest run as small as whole files allow
+    (the slowest reader sets the time); fewer runs if there are fewer files."""
+    runs = min(parts, len(sizes))
+    low, high = max(sizes, default=0), sum(sizes)
+    while low < high:  # the fewest bytes a run may hold for ``runs`` runs to take every file
+        middle = (low + high) // 2
+        if len(_packed(sizes, middle, runs)) - 1 <= runs:
+            high = middle
+        else:
+            low = middle + 1
+    return _packed(sizes, low, runs)
+
+
+def _packed(sizes: Sequence[int], most: int, runs: int) -> list[int]:
+    """Files in key order into runs of at most ``most`` bytes, each as full as it can be until
+    only one file is left for each run still to start (so ``runs`` runs where ``most`` allows)."""
+    cuts, held = [0], sizes[0] if sizes else 0
+    for i in range(1, len(sizes)):
+        if held + sizes[i] > most or len(sizes) - i == runs - len(cuts):
+            cuts.append(i)
+            held = 0
+        held += sizes[i]
+    return [*cuts, len(sizes)]
 
 
 def largest_run(sizes: Sequence[int], parts: int) -> int:
