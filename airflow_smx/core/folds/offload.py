@@ -203,10 +203,10 @@ def run(document_path: str) -> int:
     if problems:
         log.error("the job's packages differ from the worker's, so would its folds: %s", "; ".join(problems))
         return 2
-    ml_root = container_root(Path(document_path))
-    if ml_root is not None:
+    host, ml_root = Host(0, 1), container_root(Path(document_path))
+    if ml_root is not None:  # in a container (or the harness's stand-in for one), not run by hand
         use_scratch(ml_root / Path(SCRATCH).relative_to(ML))
-    host = Host.of_job(ml_root) if ml_root is not None else Host(0, 1)
+        host = Host.of_job(ml_root)
     spec, cv = InputSpec.model_validate(job["input"]), CVSpec.model_validate(job["cv"])
     options = {"assemble_train": job["assemble_train"], "final": job["final"], "workers": cpu_count()}
     try:
